@@ -1,0 +1,33 @@
+# The README's two commands. Each makes .venv when it is missing and installs senet under the pins in
+# constraints.txt (torch==2.13.0 CPU), so a fresh clone needs nothing installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
+# pytest-xdist workers; each worker gets one torch thread (tests/conftest.py).
+JOBS   ?= 2
+
+.PHONY: test test-slow demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	touch $@
+
+$(VENV)/.demo: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[demo]'
+	touch $@
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow and not gpu"
+
+test-slow: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -n $(JOBS) -m "slow or gpu"
+
+demo: $(VENV)/.demo
+	$(BIN)/senet demo
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,25 @@
+"""senet: Squeeze-and-Excitation Networks (Hu et al., CVPR 2018 / TPAMI 2019) for PyTorch."""
+
+from senet.analysis import Complexity, complexity
+from senet.errors import ConfigError, SenetError, UnknownModelError
+from senet.layers import SEConfig, ShapeError, SqueezeExcitation
+from senet.models import create_model, is_se_model, list_models, plain_twin, register_model, se_twin
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Complexity",
+    "ConfigError",
+    "SEConfig",
+    "SenetError",
+    "ShapeError",
+    "SqueezeExcitation",
+    "UnknownModelError",
+    "complexity",
+    "create_model",
+    "is_se_model",
+    "list_models",
+    "plain_twin",
+    "register_model",
+    "se_twin",
+]

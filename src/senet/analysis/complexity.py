@@ -1,0 +1,183 @@
+"""Parameter and multiply-accumulate counts from an actual forward pass (paper Tables 2, 3, 10, 13-16).
+
+What counts as a MAC, as in the paper's "GFLOPs": every multiply-accumulate of a convolution or linear
+layer, plus the SE block's own elementwise work: one accumulate per input element for the squeeze
+(global pooling) and one multiply per element for the scale. BatchNorm, activations, residual additions
+and the network's other pooling are not counted (they fold into neighbouring layers at inference or are
+negligible); so ResNet-50 is 3.86 GMACs and SE-ResNet-50 3.87 at 224x224, as in Table 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from senet.errors import ConfigError
+from senet.layers import SqueezeExcitation
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+@dataclass
+class StageComplexity:
+    """One top-level part of a model (stem, a stage, the head)."""
+
+    name: str
+    output_shape: tuple[int, ...]
+    params: int = 0
+    se_params: int = 0
+    macs: int = 0
+    se_macs: int = 0
+    se_blocks: int = 0
+
+
+@dataclass
+class Complexity:
+    """Counts for one sample of `input_size` (C, *spatial). `se_*` is the part due to SE blocks."""
+
+    input_size: tuple[int, ...]
+    params: int
+    se_params: int
+    macs: int
+    se_macs: int
+    se_blocks: int
+    stages: list[StageComplexity] = field(default_factory=list)
+
+    @property
+    def gmacs(self) -> float:
+        return self.macs / 1e9
+
+    @property
+    def mparams(self) -> float:
+        return self.params / 1e6
+
+    @property
+    def se_param_overhead(self) -> float:
+        """SE parameters as a fraction of the rest of the network."""
+        return self.se_params / max(1, self.params - self.se_params)
+
+    @property
+    def se_mac_overhead(self) -> float:
+        return self.se_macs / max(1, self.macs - self.se_macs)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "input_size": list(self.input_size),
+            "params": self.params,
+            "se_params": self.se_params,
+            "macs": self.macs,
+            "se_macs": self.se_macs,
+            "se_blocks": self.se_blocks,
+            "stages": [vars(s) | {"output_shape": list(s.output_shape)} for s in self.stages],
+        }
+
+
+def _input_size(model: nn.Module, input_size: int | Sequence[int] | None) -> tuple[int, ...]:
+    default = tuple(getattr(model, "default_input_size", (3, 224, 224)))
+    if input_size is None:
+        return default
+    if isinstance(input_size, int):
+        return (default[0],) + (input_size,) * (len(default) - 1)
+    size = tuple(int(s) for s in input_size)
+    if len(size) != len(default):
+        raise ConfigError(f"input_size {size} does not fit the model's inputs {default}: give (C, *spatial) or one int")
+    return size
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) -> Complexity:
+    """Count parameters and MACs of `model` for one input of `input_size` (int side or (C, *spatial)).
+
+    Runs one forward pass in eval mode on the model's device; a model built on the meta device
+    (`with torch.device("meta"): ...`) is counted without allocating or computing anything.
+    """
+    size = _input_size(model, input_size)
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+    se_modules = {m for m in model.modules() if isinstance(m, SqueezeExcitation)}
+    se_members = {sub for m in se_modules for sub in m.modules()}
+    top_level = dict(model.named_children())
+    stage_of: dict[nn.Module, str] = {}
+    for stage_name, child in top_level.items():
+        for sub in child.modules():
+            stage_of.setdefault(sub, stage_name)
+    stages = {
+        name: StageComplexity(
+            name, (), count_params(child), sum(count_params(m) for m in se_modules if stage_of.get(m) == name)
+        )
+        for name, child in top_level.items()
+    }
+    for name in stages:
+        stages[name].se_blocks = sum(1 for m in se_modules if stage_of.get(m) == name)
+
+    totals = {"macs": 0, "se_macs": 0}
+
+    def add(module: nn.Module, macs: int, se: bool) -> None:
+        totals["macs"] += macs
+        stage = stages.get(stage_of.get(module, ""))
+        if stage is not None:
+            stage.macs += macs
+        if se:
+            totals["se_macs"] += macs
+            if stage is not None:
+                stage.se_macs += macs
+
+    def conv_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        per_sample = output.numel() // output.shape[0]
+        macs = per_sample * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+        add(module, macs, module in se_members)
+
+    def linear_hook(module: nn.Linear, inputs: tuple, output: torch.Tensor) -> None:
+        add(module, output.numel() // output.shape[0] * module.in_features, module in se_members)
+
+    def se_hook(module: SqueezeExcitation, inputs: tuple, output: torch.Tensor) -> None:
+        per_sample = inputs[0].numel() // inputs[0].shape[0]
+        squeeze = per_sample if module.squeeze_mode != "none" else 0
+        add(module, squeeze + per_sample, True)  # pooling accumulates + the scale's multiplies
+
+    def shape_hook(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                stages[name].output_shape = tuple(output.shape[1:])
+
+        return hook
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, _CONVS):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+        elif isinstance(module, SqueezeExcitation):
+            handles.append(module.register_forward_hook(se_hook))
+    for name, child in top_level.items():
+        handles.append(child.register_forward_hook(shape_hook(name)))
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1,) + size, device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    return Complexity(
+        input_size=size,
+        params=count_params(model),
+        se_params=sum(count_params(m) for m in se_modules),
+        macs=totals["macs"],
+        se_macs=totals["se_macs"],
+        se_blocks=len(se_modules),
+        stages=list(stages.values()),
+    )

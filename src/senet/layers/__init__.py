@@ -1,0 +1,30 @@
+"""Building blocks: the SE block family, gates, squeeze ops."""
+
+from senet.layers.activations import ACTIVATIONS, GATES, get_act, get_gate
+from senet.layers.squeeze_excite import (
+    SE_POSITIONS,
+    SQUEEZES,
+    GlobalPool,
+    SEConfig,
+    SEResidualUnit,
+    ShapeError,
+    SqueezeExcitation,
+    make_divisible,
+    se_hidden_channels,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "GATES",
+    "SE_POSITIONS",
+    "SQUEEZES",
+    "GlobalPool",
+    "SEConfig",
+    "SEResidualUnit",
+    "ShapeError",
+    "SqueezeExcitation",
+    "get_act",
+    "get_gate",
+    "make_divisible",
+    "se_hidden_channels",
+]

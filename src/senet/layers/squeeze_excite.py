@@ -1,0 +1,277 @@
+"""The Squeeze-and-Excitation block (paper Sec. 3) and where it sits in a residual unit (Sec. 6.5, Fig. 5).
+
+One implementation serves every model, variant and analysis in senet: options are arguments named as in
+the paper (`reduction`, `squeeze`, `gate`), never subclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from senet.errors import ConfigError, SenetError, check_choice
+from senet.layers.activations import get_act, get_gate
+
+SQUEEZES = ("avg", "max", "none")
+GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
+SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+class ShapeError(SenetError):
+    """An input tensor whose shape does not fit the module it is given to."""
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round `value` to the nearest multiple of `divisor`, never dropping more than 10% (MobileNetV3 rounding)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def se_hidden_channels(
+    channels: int, reduction: float = 16, *, divisor: int = 1, min_channels: int = 1
+) -> int:
+    """Width C/r of the excitation bottleneck (Sec. 3.2).
+
+    `divisor=1` gives the paper's and the official release's floor(C / r); a larger divisor rounds as
+    MobileNetV3 and timm do. The result is never below `min_channels`.
+    """
+    if not reduction >= 1:
+        raise ConfigError(f"reduction must be >= 1, got {reduction}; the paper uses r = 16")
+    if reduction > channels:
+        raise ConfigError(
+            f"reduction {reduction} is larger than the {channels} channels it reduces, leaving an empty "
+            f"bottleneck; use reduction <= {channels}"
+        )
+    if divisor > 1:
+        return make_divisible(channels / reduction, divisor, max(min_channels, divisor))
+    return max(min_channels, int(channels // reduction))
+
+
+class GlobalPool(nn.Module):
+    """The squeeze F_sq: global average (paper) or max pooling over every spatial axis, keeping the dims."""
+
+    def __init__(self, mode: str = "avg") -> None:
+        super().__init__()
+        self.mode = check_choice("squeeze", mode, ("avg", "max"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(2, x.dim()))
+        if self.mode == "avg":
+            return x.mean(dims, keepdim=True)
+        return x.amax(dims, keepdim=True)
+
+    def extra_repr(self) -> str:
+        return self.mode
+
+
+class SqueezeExcitation(nn.Module):
+    """SE block (Sec. 3): x * gate(fc2(act(fc1(squeeze(x))))), the excitation one weight per channel.
+
+    Args:
+        channels: C, the channels of the input.
+        reduction: r, the bottleneck is C/r wide (Sec. 3.2; Table 10 studies 2..32).
+        squeeze: ``avg`` (paper), ``max`` (Table 11) or ``none`` (NoSqueeze, Table 16: no pooling, the
+            FCs act as 1x1 convolutions at every position).
+        gate: the excitation non-linearity: ``sigmoid`` (paper), ``tanh``, ``relu`` (Table 12) or
+            ``hard_sigmoid`` (MobileNetV3).
+        act: the bottleneck non-linearity delta (``relu`` in the paper).
+        bias: FC biases (the release has them; the paper's ablation recipe does not).
+        hidden_channels: the bottleneck width, overriding C/r.
+        divisor, min_channels: rounding of C/r (see `se_hidden_channels`).
+        norm: BatchNorm after fc1, as some MobileNetV3 ports have.
+        dims: 1, 2 or 3 spatial dimensions (signals, images, volumes/video).
+
+    The FCs are 1x1 convolutions, exactly equivalent to the paper's fully connected layers and named as
+    in the official release (`fc1`, `fc2`). Input (N, C, *spatial), output the same shape.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: float = 16,
+        *,
+        squeeze: str = "avg",
+        gate: str = "sigmoid",
+        act: str = "relu",
+        bias: bool = True,
+        hidden_channels: int | None = None,
+        divisor: int = 1,
+        min_channels: int = 1,
+        norm: bool = False,
+        dims: int = 2,
+    ) -> None:
+        super().__init__()
+        check_choice("squeeze", squeeze, SQUEEZES)
+        if dims not in _CONV:
+            raise ConfigError(f"dims must be 1, 2 or 3, got {dims}")
+        if channels < 1:
+            raise ConfigError(f"channels must be >= 1, got {channels}")
+        if hidden_channels is None:
+            hidden_channels = se_hidden_channels(
+                channels, reduction, divisor=divisor, min_channels=min_channels
+            )
+        elif hidden_channels < 1:
+            raise ConfigError(f"hidden_channels must be >= 1, got {hidden_channels}")
+        self.channels = channels
+        self.hidden_channels = hidden_channels
+        self.dims = dims
+        self.squeeze_mode = squeeze
+        conv = _CONV[dims]
+        self.squeeze = nn.Identity() if squeeze == "none" else GlobalPool(squeeze)
+        self.fc1 = conv(channels, hidden_channels, 1, bias=bias)
+        self.bn = _BATCHNORM[dims](hidden_channels) if norm else nn.Identity()
+        self.act = get_act(act, inplace=True)
+        self.fc2 = conv(hidden_channels, channels, 1, bias=bias)
+        self.gate = get_gate(gate)
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise ShapeError unless x is (N, channels, *spatial) with `dims` spatial axes."""
+        if x.dim() != self.dims + 2:
+            raise ShapeError(
+                f"SqueezeExcitation({self.channels}, dims={self.dims}) expects a {self.dims + 2}-D input "
+                f"(N, C, {', '.join('HWD'[: self.dims])}), got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.channels:
+            raise ShapeError(
+                f"SqueezeExcitation expects {self.channels} channels, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)}); build it with channels={x.shape[1]} or fix the input"
+            )
+
+    def excitation(self, x: Tensor) -> Tensor:
+        """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'."""
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+            self.check_input(x)
+        s = self.squeeze(x)
+        s = self.act(self.bn(self.fc1(s)))
+        return self.gate(self.fc2(s))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.excitation(x)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, hidden={self.hidden_channels}, squeeze={self.squeeze_mode}"
+
+
+@dataclass(frozen=True)
+class SEConfig:
+    """How a network uses SE: the block's options plus where it goes (Sec. 6 ablations).
+
+    `stages` uses the paper's numbering conv2_x .. conv5_x = 2 .. 5 (Table 13); None means every stage.
+    """
+
+    reduction: float = 16
+    squeeze: str = "avg"
+    gate: str = "sigmoid"
+    act: str = "relu"
+    bias: bool = True
+    position: str = "standard"
+    stages: tuple[int, ...] | None = None
+    divisor: int = 1
+    min_channels: int = 1
+    norm: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("squeeze", self.squeeze, SQUEEZES)
+        check_choice("gate", self.gate, GATES)
+        check_choice("se_position", self.position, SE_POSITIONS)
+        if not self.reduction >= 1:
+            raise ConfigError(f"reduction must be >= 1, got {self.reduction}; the paper uses r = 16")
+        if self.stages is not None:
+            object.__setattr__(self, "stages", tuple(int(s) for s in self.stages))
+
+    def replace(self, **changes: object) -> SEConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def for_stage(self, stage: int) -> SEConfig | None:
+        """This config if SE goes into `stage` (paper numbering), else None."""
+        return self if self.stages is None or stage in self.stages else None
+
+    def check_stages(self, valid: tuple[int, ...], model: str = "this model") -> None:
+        """Raise ConfigError if `stages` names a stage the model does not have."""
+        if self.stages is None:
+            return
+        bad = [s for s in self.stages if s not in valid]
+        if bad or not self.stages:
+            raise ConfigError(
+                f"se_stages {self.stages} is not a non-empty subset of {model}'s stages {valid} "
+                "(paper numbering: conv2_x = 2 ... conv5_x = 5)"
+            )
+
+    def build(self, channels: int, dims: int = 2) -> SqueezeExcitation:
+        return SqueezeExcitation(
+            channels,
+            self.reduction,
+            squeeze=self.squeeze,
+            gate=self.gate,
+            act=self.act,
+            bias=self.bias,
+            divisor=self.divisor,
+            min_channels=self.min_channels,
+            norm=self.norm,
+            dims=dims,
+        )
+
+
+class SEResidualUnit(nn.Module):
+    """Base of residual units that carry SE at one of the paper's integration points (Fig. 5, Table 14-15).
+
+    standard: on the residual branch before the sum; pre: at the input of the residual branch;
+    post: after the sum (and its activation); identity: on the shortcut, in parallel with the unit;
+    3x3: inside a bottleneck, right after the 3x3 convolution. Subclasses call `init_se` and then
+    `se_pre`, `se_mid` and `se_merge` in their forward.
+    """
+
+    se_position: str
+
+    def init_se(
+        self,
+        se: SEConfig | None,
+        *,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        dims: int = 2,
+    ) -> None:
+        self.se_position = "none" if se is None else se.position
+        if se is None:
+            self.se = None
+            return
+        channels = {
+            "standard": out_channels,
+            "post": out_channels,
+            "identity": out_channels,
+            "pre": in_channels,
+            "3x3": mid_channels,
+        }[se.position]
+        self.se = se.build(channels, dims)
+
+    def se_pre(self, x: Tensor) -> Tensor:
+        return self.se(x) if self.se_position == "pre" else x
+
+    def se_mid(self, x: Tensor) -> Tensor:
+        return self.se(x) if self.se_position == "3x3" else x
+
+    def se_merge(
+        self, residual: Tensor, shortcut: Tensor, act: Callable[[Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """act(residual + shortcut) with SE applied where `se_position` puts it."""
+        if self.se_position == "standard":
+            residual = self.se(residual)
+        elif self.se_position == "identity":
+            shortcut = self.se(shortcut)
+        out = residual + shortcut
+        if act is not None:
+            out = act(out)
+        if self.se_position == "post":
+            out = self.se(out)
+        return out

@@ -1,0 +1,83 @@
+"""What every senet model shares: the classifier API, He initialisation and input checks.
+
+API (as timm): `forward_features(x)` -> feature map, `forward_head(x, pre_logits=False)` -> logits,
+`reset_classifier(num_classes)`, and the attributes `num_classes`, `in_chans`, `num_features`,
+`default_input_size` (C, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from senet.layers import GlobalPool, ShapeError
+
+
+class ImageClassifier(nn.Module):
+    """Base class: a feature extractor followed by global pooling, dropout and a linear classifier."""
+
+    default_input_size: tuple[int, ...] = (3, 224, 224)
+    in_chans: int
+    spatial_dims: int = 2
+
+    def init_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.global_pool = GlobalPool("avg")  # adaptive: any input size works (no fixed 7x7 pool)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh one for `num_classes` (0 removes it)."""
+        self.num_classes = num_classes
+        device = next(self.parameters()).device
+        self.fc = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise ShapeError unless x is (N, in_chans, *spatial)."""
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            return
+        name = type(self).__name__
+        if x.dim() != self.spatial_dims + 2:
+            raise ShapeError(
+                f"{name} expects a {self.spatial_dims + 2}-D batch (N, C, "
+                f"{', '.join('HWD'[: self.spatial_dims]) if self.spatial_dims > 1 else 'L'}), got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_chans:
+            raise ShapeError(
+                f"{name} expects {self.in_chans} input channels, got {x.shape[1]} (input shape "
+                f"{tuple(x.shape)}); build the model with in_chans={x.shape[1]} or convert the input"
+            )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x).flatten(1)
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def init_weights_he(model: nn.Module) -> None:
+    """He (Kaiming) initialisation as in the paper's recipe (Sec. 5.1): conv fan-out, BN to identity."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
