@@ -1,0 +1,65 @@
+"""The `senet` command: models, info, errors as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import senet
+from senet.cli import main
+
+
+def test_models_lists_every_registered_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in senet.list_models():
+        assert f"\n{name} " in out
+    assert "28.09M" in out and "3.872" in out  # se_resnet50
+
+
+def test_models_json_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "se_resnet5*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == ["se_resnet50", "se_resnet56"]
+    assert rows[0]["params"] == 28_088_024 and rows[0]["plain_twin"] == "resnet50"
+
+
+def test_info_se_resnet50_matches_the_paper(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "se_resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "28.09M" in out and "3.872" in out
+    assert "plain twin resnet50: 25.56M params, 3.858 GMACs" in out
+    assert "layer4" in out and "2048x7x7" in out
+
+
+def test_info_variant_flags_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "se_resnet50", "--reduction", "8", "--se-stages", "4,5", "--input", "160", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kwargs"] == {"reduction": 8, "se_stages": [4, 5]}
+    assert info["input_size"] == [3, 160, 160]
+    assert info["se_blocks"] == 9
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["info", "se_resnt50"], "unknown model 'se_resnt50' (did you mean 'se_resnet50'"),
+        (["info", "resnet50", "--reduction", "8"], "resnet50 has no SE blocks"),
+        (["info", "se_resnet50", "--se-stages", "3,x"], "--se-stages takes comma-separated"),
+        (["info", "se_resnet50", "--reduction", "4096"], "reduction 4096 is larger than"),
+    ],
+)
+def test_user_errors_are_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("senet: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "senet", "info", "se_resnet20"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "se_resnet20  input 3x32x32" in result.stdout
