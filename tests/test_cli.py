@@ -63,3 +63,17 @@ def test_python_dash_m_entry_point() -> None:
     result = subprocess.run([sys.executable, "-m", "senet", "info", "se_resnet20"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "se_resnet20  input 3x32x32" in result.stdout
+
+
+def test_readme_model_table_is_current(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's zoo table is `senet models --markdown`; regenerate it when models change."""
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not next to the tests (installed package)")
+    assert main(["models", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    text = readme.read_text()
+    start, end = text.index("<!-- models-table -->"), text.index("<!-- /models-table -->")
+    assert text[start:end].strip().removeprefix("<!-- models-table -->").strip() == table

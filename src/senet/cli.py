@@ -86,6 +86,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    if args.markdown:
+        print(markdown_twin_table(rows))
+        return 0
     print(f"{'model':24s} {'input':>13s} {'params':>9s} {'GMACs':>8s}  plain twin")
     for row in rows:
         size = "x".join(str(s) for s in row["input"])
@@ -93,6 +96,27 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{row['model']:24s} {size:>13s} {row['params'] / 1e6:8.2f}M {row['gmacs']:8.3f}  {twin}")
     print(f"{len(rows)} models; GMACs = multiply-accumulates (the paper's 'GFLOPs') at the input shown")
     return 0
+
+
+def markdown_twin_table(rows: list[dict[str, Any]]) -> str:
+    """Each plain model beside its SE twin: the README's model table."""
+    by_name = {row["model"]: row for row in rows}
+    lines = ["| plain model | SE model | input | params | SE params | GMACs | SE GMACs |", "|---|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        if row["se"]:
+            continue
+        twin = next((r for r in rows if r["se"] and r["plain_twin"] == row["model"]), None)
+        size = "x".join(str(s) for s in row["input"])
+        se_cells = (f"`{twin['model']}`", f"{twin['params'] / 1e6:.2f}M", f"{twin['gmacs']:.3f}") if twin else ("", "", "")
+        lines.append(
+            f"| `{row['model']}` | {se_cells[0]} | {size} | {row['params'] / 1e6:.2f}M | {se_cells[1]} "
+            f"| {row['gmacs']:.3f} | {se_cells[2]} |"
+        )
+    orphans = [r for r in rows if r["se"] and r["plain_twin"] not in by_name]
+    for row in orphans:
+        size = "x".join(str(s) for s in row["input"])
+        lines.append(f"| | `{row['model']}` | {size} | | {row['params'] / 1e6:.2f}M | | {row['gmacs']:.3f} |")
+    return "\n".join(lines)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -148,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stats = complexity(build_model_for_counting(name, {}))
         print(f"  {name:12s} {stats.params / 1e6:6.2f}M params  {stats.gmacs:.3f} GMACs")
     print()
-    return cmd_models(argparse.Namespace(filter="*", json=False))
+    return cmd_models(argparse.Namespace(filter="*", json=False, markdown=False))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list every registered model with params and GMACs")
     p.add_argument("filter", nargs="?", default="*", help="shell-style pattern, e.g. 'se_*'")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
     commands["models"] = cmd_models
 
     p = sub.add_parser("info", help="complexity, SE overhead and a per-stage table of one model")

@@ -6,6 +6,7 @@ Every SE model `se_x` has a plain twin `x`: the same network with no SE blocks (
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,9 +44,14 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+def _natural_key(name: str) -> list[object]:
+    """resnet18 < resnet34 < resnet101: numbers compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str = "*", *, se: bool | None = None, family: str | None = None) -> list[str]:
     """Registered model names matching a shell-style `pattern`, optionally only SE (or only plain) ones."""
-    names = sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    names = sorted((n for n in _MODELS if fnmatch.fnmatch(n, pattern)), key=_natural_key)
     if se is not None:
         names = [n for n in names if is_se_model(n) == se]
     if family is not None:
