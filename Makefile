@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constra
 # pytest-xdist workers; each worker gets one torch thread (tests/conftest.py).
 JOBS   ?= 2
 
-.PHONY: test test-slow demo clean
+.PHONY: test test-slow demo readme clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test-slow: $(VENV)/.dev
 
 demo: $(VENV)/.demo
 	$(BIN)/senet demo
+
+readme: $(VENV)/.dev
+	$(BIN)/python scripts/update_readme.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
