@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from senet.layers import SEConfig
 from senet.models.base import ImageClassifier, init_weights_he
-from senet.models.blocks import ConvBnAct, InceptionModule, build_model, check_se_placement
+from senet.models.blocks import ConvBnAct, InceptionModule, build_model, check_min_input_size, check_se_placement
 from senet.models.registry import register_model
 
 PLACEMENT = "on every inception module's concatenated output"
@@ -267,6 +267,10 @@ class InceptionV3(ImageClassifier):
         if self.aux is not None:
             device = self.aux.conv0.conv.weight.device
             self.aux.fc = nn.Linear(768, num_classes, device=device) if num_classes > 0 else nn.Identity()
+
+    def check_input(self, x: Tensor) -> None:
+        super().check_input(x)
+        check_min_input_size(self, x)
 
     def forward_pre_aux(self, x: Tensor) -> Tensor:
         """Stem to Mixed_6e: the 17x17 map (at 299) the auxiliary classifier reads."""

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from senet.layers import SEConfig
 from senet.models.base import ImageClassifier, init_weights_he
-from senet.models.blocks import ConvBnAct, InceptionModule, build_model, check_se_placement
+from senet.models.blocks import ConvBnAct, InceptionModule, build_model, check_min_input_size, check_se_placement
 from senet.models.registry import register_model
 
 conv = partial(ConvBnAct, bn_eps=1e-3)  # the TF release's BatchNorm epsilon
@@ -127,6 +127,10 @@ class InceptionResNetV2(ImageClassifier):
         self.conv2d_7b = conv(2080, 1536, 1)
         self.init_head(1536, num_classes, drop_rate)
         init_weights_he(self)
+
+    def check_input(self, x: Tensor) -> None:
+        super().check_input(x)
+        check_min_input_size(self, x)
 
     def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -194,9 +194,9 @@ class MobileNetV3(ImageClassifier):
             in_channels = out_channels
         self.blocks = nn.Sequential(*layers)
         self.conv_last = ConvBnAct(in_channels, last_channels, 1, act="hard_swish")
-        self.init_head(head_channels, num_classes, drop_rate)
         # The head's hidden layer acts on the pooled vector (no BN), so it is a linear layer.
         self.head_hidden = nn.Sequential(nn.Linear(last_channels, head_channels), nn.Hardswish(inplace=True))
+        self.init_head(head_channels, num_classes, drop_rate)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -62,13 +62,13 @@ class VGG(ImageClassifier):
                 in_channels = width
             layers["pool"] = nn.MaxPool2d(2, 2)
             self.add_module(f"conv{stage}", nn.Sequential(layers))
-        self.init_head(4096, num_classes, drop_rate)
-        # fc6 sees a 7x7 map as in the original; adaptive pooling gives it one for any input size.
-        self.global_pool = nn.AdaptiveAvgPool2d(7)
         self.pre_logits = nn.Sequential(OrderedDict(
             fc6=nn.Linear(in_channels * 7 * 7, 4096), act6=nn.ReLU(inplace=True), drop6=nn.Dropout(drop_rate),
             fc7=nn.Linear(4096, 4096), act7=nn.ReLU(inplace=True),
         ))
+        self.init_head(4096, num_classes, drop_rate)
+        # fc6 sees a 7x7 map as in the original; adaptive pooling gives it one for any input size.
+        self.global_pool = nn.AdaptiveAvgPool2d(7)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
