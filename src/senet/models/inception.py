@@ -224,8 +224,8 @@ class InceptionV3(ImageClassifier):
     """Inception-v3 and SE-Inception-v3 at 299x299: 23.8M params (27.2M with the auxiliary head), 5.71 GMACs.
 
     `aux_logits=True` adds the auxiliary classifier after Mixed_6e; in training mode `forward` then returns
-    `InceptionOutputs(logits, aux_logits)` (the paper weights the auxiliary loss 0.3 in its recipe; the
-    caller combines them). In eval mode, and in `forward_features`, the auxiliary head does not run.
+    `InceptionOutputs(logits, aux_logits)`; the caller combines the losses (the TF-slim recipe adds the
+    auxiliary loss with weight 0.4). In eval mode, and in `forward_features`, the auxiliary head does not run.
     Input (N, in_chans, H, W), H, W >= 75.
     """
 

@@ -6,11 +6,11 @@ MobileNet v1 (Howard et al. 2017, Table 1): a 3x3/2 conv (32) and 13 depthwise-s
 
 SE-MobileNet placement (Table 3 gives only the totals, 572 MFLOPs / 4.7M params; this is our choice):
 an SE block (r = 16) after the pointwise conv's BN-ReLU of each of the 13 layers, i.e. on each layer's
-output, where a residual network puts it before the sum. It reproduces Table 3: sum over the 13 outputs
-of 2C^2/16 = 0.48M extra parameters (4.23M -> 4.71M). SE after the depthwise conv instead (its 32 .. 1024
-inputs) would add only 0.35M (4.58M), so it is not what the paper measured. `se_stages` counts the
-network's resolutions by output stride 2^s: 1 (112x112 at 224), 2 (56), 3 (28), 4 (14), 5 (7), the
-numbering of the paper's ResNet stages conv2_x .. conv5_x (56 .. 7).
+output, where a residual network puts it before the sum. It reproduces Table 3: the FCs over the 13
+outputs (sum of 2C^2/16 plus biases) add 0.49M parameters, 4.23M -> 4.72M. SE after the depthwise conv
+instead (on its 32 .. 1024 inputs) would add only 0.35M (4.59M), so it is not what the paper measured.
+`se_stages` counts the network's resolutions by output stride 2^s: 1 (112x112 at 224), 2 (56), 3 (28),
+4 (14), 5 (7), the numbering of the paper's ResNet stages conv2_x .. conv5_x (56 .. 7).
 
 MobileNetV3 (Howard et al. 2019, Tables 1-2) uses SE as part of its design: in the inverted residual
 blocks marked SE, after the depthwise conv, with r = 4 of the expanded width rounded to a multiple of 8

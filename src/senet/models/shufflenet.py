@@ -12,8 +12,8 @@ A ReLU follows the addition or concatenation. The first 1x1 of Stage2 is not gro
 SE placement (Table 3 gives only the totals; this is our choice): as in SE-ResNet, on the residual
 branch after its last BN, before the addition (or concatenation), r = 16; in every unit (16 in all).
 The branches are 216/240/480 (first units) and 240/480/960 channels wide, so the FCs add
-sum 2C^2/16 = 0.61M parameters: 1.87M -> 2.48M, Table 3's 1.8M -> 2.4M. `se_stages` counts the
-paper's stages 2, 3, 4.
+sum 2C^2/16 (+ biases) = 0.62M parameters: 1.87M -> 2.48M, Table 3's 1.8M -> 2.4M. `se_stages` counts
+the paper's stages 2, 3, 4.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class VGG(ImageClassifier):
         return self.conv5(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """7x7 adaptive pool, fc6, fc7 (dropout after each, the paper's `drop_rate` 0.5), classifier."""
+        """7x7 adaptive pool, fc6, fc7 (dropout `drop_rate` after each, VGG's 0.5), classifier."""
         x = self.pre_logits(self.global_pool(x).flatten(1))
         x = self.drop(x)
         return x if pre_logits else self.fc(x)
