@@ -1,4 +1,5 @@
-"""Pieces the non-ResNet families share: conv-BN-activation and the check of where their SE may go.
+"""Pieces the families beyond ResNet share: conv-BN-activation, the inception module (concatenation then
+SE), input and SE-option checks, and the builder their registered model functions call.
 
 The families beyond ResNet (VGG, Inception, MobileNet, ShuffleNet) each have one SE placement, the one
 the paper (or the architecture) defines; it is the `se_position="standard"` of that family. The residual
