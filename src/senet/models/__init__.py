@@ -1,6 +1,15 @@
 """The model zoo. Importing this package registers every model family."""
 
-from senet.models import cifar, resnet  # noqa: F401  (registration)
+from senet.models import (  # noqa: F401  (registration)
+    cifar,
+    inception,
+    inception_resnet,
+    mobilenet,
+    resnet,
+    resnet_nd,
+    shufflenet,
+    vgg,
+)
 from senet.models.base import ImageClassifier
 from senet.models.registry import (
     create_model,

@@ -64,7 +64,13 @@ def model_family(name: str) -> str:
 
 
 def is_se_model(name: str) -> bool:
-    return name.startswith("se_") or name == "senet154"
+    return name.startswith("se_") or name in _PLAIN_TWIN_OVERRIDES
+
+
+def declare_plain_twin(se_name: str, plain_name: str) -> None:
+    """Mark `se_name`, an SE model whose name has no `se_` prefix, as the SE twin of `plain_name`
+    (as senet154 -> senet154_plain; MobileNetV3 is published with SE)."""
+    _PLAIN_TWIN_OVERRIDES[se_name] = plain_name
 
 
 def plain_twin(name: str) -> str:
