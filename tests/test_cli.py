@@ -9,19 +9,27 @@ import sys
 import pytest
 
 import senet
-from senet.cli import main
+from senet.cli import main, markdown_twin_table, model_rows
 
 
-def test_models_lists_every_registered_model(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models"]) == 0
+@pytest.fixture(scope="module")
+def all_rows() -> list[dict]:
+    """`senet models` rows for the whole zoo, computed once for this module."""
+    return model_rows()
+
+
+def test_models_lists_every_registered_model(all_rows: list[dict], capsys: pytest.CaptureFixture[str]) -> None:
+    assert [row["model"] for row in all_rows] == senet.list_models()
+    se_resnet50 = next(row for row in all_rows if row["model"] == "se_resnet50")
+    assert se_resnet50["params"] == 28_088_024 and se_resnet50["gmacs"] == pytest.approx(3.8715, abs=1e-4)
+    assert main(["models", "se_resnet[15]?"]) == 0
     out = capsys.readouterr().out
-    for name in senet.list_models():
-        assert f"\n{name} " in out
-    assert "28.09M" in out and "3.872" in out  # se_resnet50
+    assert out.splitlines()[1].split() == ["se_resnet18", "3x224x224", "11.78M", "1.816", "resnet18"]
+    assert "se_resnet50 " in out and "28.09M" in out and "3.872" in out and "se_resnet56 " in out
 
 
 def test_models_json_filter(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "se_resnet5*", "--json"]) == 0
+    assert main(["models", "se_resnet5?", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["se_resnet50", "se_resnet56"]
     assert rows[0]["params"] == 28_088_024 and rows[0]["plain_twin"] == "resnet50"
@@ -65,15 +73,14 @@ def test_python_dash_m_entry_point() -> None:
     assert "se_resnet20  input 3x32x32" in result.stdout
 
 
-def test_readme_model_table_is_current(capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_model_table_is_current(all_rows: list[dict]) -> None:
     """The README's zoo table is `senet models --markdown`; regenerate it when models change."""
     from pathlib import Path
 
     readme = Path(__file__).resolve().parents[1] / "README.md"
     if not readme.exists():
         pytest.skip("README.md is not next to the tests (installed package)")
-    assert main(["models", "--markdown"]) == 0
-    table = capsys.readouterr().out.strip()
+    table = markdown_twin_table(all_rows)
     text = readme.read_text()
     start, end = text.index("<!-- models-table -->"), text.index("<!-- /models-table -->")
     assert text[start:end].strip().removeprefix("<!-- models-table -->").strip() == table

@@ -66,12 +66,13 @@ def build_model_for_counting(name: str, kwargs: dict[str, Any]):
 # senet models / senet info
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
+    """One row per registered model matching `pattern`: name, SE or not, plain twin, input, params, GMACs."""
     from senet.analysis import complexity
     from senet.models import is_se_model, list_models, plain_twin
 
     rows = []
-    for name in list_models(args.filter):
+    for name in list_models(pattern):
         stats = complexity(build_model_for_counting(name, {}))
         rows.append(
             {
@@ -83,6 +84,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "gmacs": round(stats.gmacs, 4),
             }
         )
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = model_rows(args.filter)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -19,6 +19,7 @@ from torch import nn
 from senet.errors import ConfigError
 from senet.layers import SqueezeExcitation
 
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -74,6 +75,10 @@ class Complexity:
             "se_blocks": self.se_blocks,
             "stages": [vars(s) | {"output_shape": list(s.output_shape)} for s in self.stages],
         }
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _input_size(model: nn.Module, input_size: int | Sequence[int] | None) -> tuple[int, ...]:
@@ -162,6 +167,11 @@ def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) 
     for name, child in top_level.items():
         handles.append(child.register_forward_hook(shape_hook(name)))
 
+    # On the meta device only shapes exist; BatchNorm (shape-preserving, not counted) would otherwise go
+    # through a slow decomposition, so it is skipped there.
+    skipped_norms = [m for m in model.modules() if isinstance(m, _NORMS)] if device.type == "meta" else []
+    for norm in skipped_norms:
+        norm.forward = _identity  # type: ignore[method-assign]
     was_training = model.training
     model.eval()
     try:
@@ -170,6 +180,8 @@ def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) 
     finally:
         for handle in handles:
             handle.remove()
+        for norm in skipped_norms:
+            del norm.forward
         model.train(was_training)
 
     return Complexity(

@@ -68,6 +68,9 @@ class ImageClassifier(nn.Module):
 def init_weights_he(model: nn.Module) -> None:
     """He (Kaiming) initialisation as in the paper's recipe (Sec. 5.1): conv fan-out, BN to identity."""
     for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.is_meta:
+            continue  # built on the meta device for counting: there are no values to initialise
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
