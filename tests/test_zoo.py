@@ -14,7 +14,13 @@ from senet.analysis import complexity
 from senet.cli import main
 from senet.errors import ConfigError
 from senet.layers import ShapeError, SqueezeExcitation
-from senet.models import create_model, is_se_model, list_models, model_family, plain_twin
+from senet.models import (
+    create_model,
+    is_se_model,
+    list_models,
+    model_family,
+    plain_twin,
+)
 from senet.models.inception import InceptionOutputs, ReductionPool
 from senet.models.inception_resnet import InceptionResNetUnit
 from senet.models.shufflenet import ShuffleUnit, channel_shuffle

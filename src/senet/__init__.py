@@ -3,7 +3,14 @@
 from senet.analysis import Complexity, complexity
 from senet.errors import ConfigError, SenetError, UnknownModelError
 from senet.layers import SEConfig, ShapeError, SqueezeExcitation
-from senet.models import create_model, is_se_model, list_models, plain_twin, register_model, se_twin
+from senet.models import (
+    create_model,
+    is_se_model,
+    list_models,
+    plain_twin,
+    register_model,
+    se_twin,
+)
 
 __version__ = "0.1.0"
 

@@ -65,8 +65,12 @@ class ImageClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def init_weights_he(model: nn.Module) -> None:
-    """He (Kaiming) initialisation as in the paper's recipe (Sec. 5.1): conv fan-out, BN to identity."""
+def init_weights_he(model: nn.Module, zero_init_last: bool = False) -> None:
+    """He (Kaiming) initialisation as in the paper's recipe (Sec. 5.1): conv fan-out, BN to identity.
+
+    `zero_init_last` then calls `zero_init_last()` on every residual unit that has it (zero gamma in the
+    unit's last BN), so each unit starts as its shortcut.
+    """
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if isinstance(weight, torch.Tensor) and weight.is_meta:
@@ -79,6 +83,11 @@ def init_weights_he(model: nn.Module) -> None:
             if module.weight is not None:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    if zero_init_last:
+        for module in model.modules():
+            if hasattr(module, "zero_init_last") and callable(module.zero_init_last):
+                module.zero_init_last()
 
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}

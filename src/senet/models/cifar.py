@@ -175,11 +175,7 @@ class CifarResNet(ImageClassifier):
         self.final = nn.Sequential(norm(in_channels), nn.ReLU(inplace=True)) if preact else nn.Identity()
         self.init_head(in_channels, num_classes, drop_rate)
 
-        init_weights_he(self)
-        if zero_init_last:
-            for module in self.modules():
-                if isinstance(module, SEResidualUnit):
-                    module.zero_init_last()  # type: ignore[operator]
+        init_weights_he(self, zero_init_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -23,7 +23,13 @@ from torch import Tensor, nn
 
 from senet.layers import SEConfig
 from senet.models.base import ImageClassifier, init_weights_he
-from senet.models.blocks import ConvBnAct, InceptionModule, build_model, check_min_input_size, check_se_placement
+from senet.models.blocks import (
+    ConvBnAct,
+    InceptionModule,
+    build_model,
+    check_min_input_size,
+    check_se_placement,
+)
 from senet.models.registry import register_model
 
 conv = partial(ConvBnAct, bn_eps=1e-3)  # the TF release's BatchNorm epsilon

@@ -217,11 +217,7 @@ class ResNet(ImageClassifier):
             self.add_module(f"layer{index + 1}", nn.Sequential(*units))
         self.init_head(in_channels, num_classes, drop_rate)
 
-        init_weights_he(self)
-        if zero_init_last:
-            for module in self.modules():
-                if isinstance(module, (BasicBlock, Bottleneck)):
-                    module.zero_init_last()
+        init_weights_he(self, zero_init_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)
