@@ -88,7 +88,7 @@ def parse_data_spec(text: str) -> DataSpec:
 
 
 def load_digits_splits() -> tuple[ArraySet, ArraySet]:
-    """scikit-learn's digits as uint8 (N, 8, 8, 1); every fifth image (by index) is validation: 1437 / 360."""
+    """scikit-learn's digits as uint8 (N, 8, 8, 1); every fifth image of each class is validation: 1433 / 364."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -101,7 +101,10 @@ def load_digits_splits() -> tuple[ArraySet, ArraySet]:
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, :, :, None]
     labels = digits.target.astype(np.int64)
     classes = [str(c) for c in digits.target_names]
-    val = np.arange(len(images)) % 5 == 0
+    # Stratified: the 1st, 6th, 11th, ... image of each digit goes to validation (35 to 37 per class).
+    val = np.zeros(len(labels), dtype=bool)
+    for digit in np.unique(labels):
+        val[np.flatnonzero(labels == digit)[::5]] = True
     train_set = ArraySet("digits train", images[~val], labels[~val], classes)  # statistics of the training images
     val_set = ArraySet("digits val", images[val], labels[val], classes, train_set.mean, train_set.std)
     return train_set, val_set

@@ -60,7 +60,7 @@ def run_demo(
     from senet.analysis.plots import plot_excitations, plot_training_curves
     from senet.data import open_data
 
-    open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
+    digits = open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
     output = Path(output)
     cores = os.cpu_count() or 1
     jobs = jobs or (2 if cores >= 2 else 1)
@@ -74,7 +74,7 @@ def run_demo(
         shutil.rmtree(output / name, ignore_errors=True)  # the demo's own folders from an earlier demo
     total_epochs = configs[MODELS[0]].schedule.epochs
     log(
-        f"senet demo: {' vs '.join(MODELS)} on scikit-learn's digits (1437 train / 360 val images, 8x8 upsampled "
+        f"senet demo: {' vs '.join(MODELS)} on scikit-learn's digits ({len(digits.train)} train / {len(digits.val)} val images, 8x8 upsampled "
         f"to {configs[MODELS[0]].data.input_size}x{configs[MODELS[0]].data.input_size}), {total_epochs} epochs, "
         f"seed {seed}, {jobs} process(es) x {threads} thread(s)"
     )
@@ -126,7 +126,7 @@ def run_demo(
             f"{row['model']:12s} {row['top1_err']:8.2f}% {row['top5_err']:8.2f}% {row['params'] / 1e6:7.3f}M "
             f"{row['macs'] / 1e6:7.2f} {row['train_seconds']:9.1f}s {row['images_per_s']:9.0f}"
         )
-    log(f"(validation: 360 images; one image is 0.28%. Wall time {wall:.0f} s.)")
+    log(f"(validation: {len(digits.val)} images, one image is {100 / len(digits.val):.2f}%; wall time {wall:.0f} s)")
 
     # Figures: curves of both runs; per-class excitation of the SE network on the validation images.
     curves = plot_training_curves({name: runs[name].history for name in MODELS}, output / "curves.png")
