@@ -12,34 +12,7 @@ from senet.data import AugmentedDataset, BadImage, EvalSampler, EvalTransform, N
 from senet.data.images import BadImageError
 from senet.engine.evaluate import device_batches
 from senet.errors import SenetError
-
-
-def picture(mode: str, size=(40, 30), seed=0) -> Image.Image:
-    rgb = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    if mode == "P":
-        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    if mode == "PA":  # palette with a transparent index
-        image = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-        image.info["transparency"] = 0
-        return image
-    if mode == "I;16":
-        return Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))
-    return rgb.convert(mode)
-
-
-def make_tree(root: Path) -> Path:
-    """train/ and val/ with cats (JPEG RGB, grayscale, CMYK JPEG) and dogs (PNG RGBA, palette, 16-bit)."""
-    files = {
-        "cat": [("a.jpg", "RGB", "JPEG"), ("b.jpeg", "L", "JPEG"), ("c.JPG", "CMYK", "JPEG")],
-        "dog": [("a.png", "RGBA", "PNG"), ("b.png", "P", "PNG"), ("c.png", "I;16", "PNG"), ("d.gif", "PA", "GIF")],
-    }
-    for split in ("train", "val"):
-        for label, images in files.items():
-            (root / split / label).mkdir(parents=True)
-            for i, (name, mode, fmt) in enumerate(images):
-                picture(mode, seed=i).save(root / split / label / name, fmt)
-            (root / split / label / "notes.txt").write_text("not an image")
-    return root
+from training_fixtures import make_tree
 
 
 def test_folder_layout_and_every_mode_becomes_rgb(tmp_path):

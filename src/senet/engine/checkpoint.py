@@ -200,7 +200,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (any unpickling failure means an unusable file)
-        raise CheckpointError(f"{path / 'trainer.pt'} cannot be loaded ({error})") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(error).__name__)
+        raise CheckpointError(
+            f"{path / 'trainer.pt'} cannot be loaded as trainer state ({reason}); it is corrupt or not from senet"
+        ) from None
     return Checkpoint(path, step, model, trainer, meta, ema)
 
 

@@ -357,7 +357,15 @@ class Trainer:
                      "the data order of the interrupted epoch changes")
 
     def save(self) -> Path | None:
-        """Write a checkpoint of the current state (rank 0 writes; every rank takes part in gathering RNG states)."""
+        """Write a checkpoint of the current state (rank 0 writes; every rank takes part in gathering RNG states).
+
+        Weights that overflowed in the last update (a finite loss, then inf or NaN weights) stop the run
+        here, before they could replace the last good checkpoint.
+        """
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]  # weights and BN statistics
+        finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        if not bool(finite):
+            self._diverged("finite, but the weights overflowed to inf/nan")
         state = self.trainer_state()
         path = None
         if self.env.is_main:
@@ -522,11 +530,11 @@ class Trainer:
         finally:
             progress.close()
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float | str) -> None:
         kept = checkpoint_dirs(self.output)
         where = f"the last good checkpoint is {kept[0]}" if kept else "no checkpoint was written yet"
         raise TrainingDiverged(
-            f"the training loss became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; {where}. "
+            f"the training loss became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch}; {where}. "
             f"Lower the learning rate (now {self.base_lr:g}) or add --warmup-epochs, then --resume {self.output}"
         )
 
