@@ -65,11 +65,25 @@ def resolve_device(name: str, env: DistEnv) -> torch.device:
 
 
 def init_process_group(env: DistEnv, device: torch.device) -> None:
-    """Join the torchrun job (NCCL on GPU, gloo on CPU); nothing to do for a single process."""
+    """Join the torchrun job (NCCL on GPU, gloo on CPU); nothing to do for a single process.
+
+    torchrun keeps one key-value store for the whole job, also across `--max-restarts` restarts, and
+    the process group's keys (where each rank listens) are the same in every attempt; a restarted
+    worker could read the address its dead predecessor published and connect to nothing. The group
+    therefore lives under a prefix of its own attempt (TORCHELASTIC_RESTART_COUNT).
+    """
     if not env.distributed or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        backend=backend,
+        store=dist.PrefixStore(f"senet/attempt-{attempt}", store),
+        rank=rank,
+        world_size=world_size,
+        device_id=device if device.type == "cuda" else None,
+    )
 
 
 def shutdown() -> None:
