@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -223,6 +224,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ema=args.ema,
         skip_bad_images=args.skip_bad_images,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: every process evaluated a shard; rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(result))
         return 0

@@ -123,6 +123,25 @@ def test_user_errors(tmp_path):
         train(tiny_config(model__name=None), tmp_path / "w", quiet=True)
 
 
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"pip install 'senet\[tensorboard\]'"):
+            train(tiny_config(train__tensorboard=True), tmp_path, quiet=True)
+    else:
+        train(tiny_config(train__tensorboard=True), tmp_path, quiet=True)
+        assert list((tmp_path / "tensorboard").iterdir())
+
+
+@pytest.mark.gpu
+def test_fp16_grad_scaler_and_channels_last_on_gpu(tmp_path):
+    result = train(tiny_config(train__device="cuda", train__amp="fp16", train__channels_last=True, schedule__epochs=2),
+                   tmp_path, quiet=True)
+    assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
+    assert next(result.model.parameters()).is_cuda
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager_closely(tmp_path):
     eager = train(tiny_config(), tmp_path / "eager", quiet=True).model.state_dict()

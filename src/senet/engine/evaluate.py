@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from senet.data import AugmentedDataset, Batch, EvalSampler, EvalTransform, Normalize, make_loader, open_data
 from senet.data.spec import Splits
 from senet.engine.checkpoint import CheckpointError, checkpoint_dirs, load_checkpoint, load_weights
-from senet.engine.distributed import DistEnv, all_reduce_sum, resolve_device
+from senet.engine.distributed import DistEnv, all_reduce_sum, init_process_group, resolve_device, shutdown
 from senet.errors import ConfigError, SenetError
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -170,6 +170,28 @@ def evaluate_checkpoint(
     model = model_from_meta(state, meta, source)
     env = DistEnv.from_environ()
     torch_device = resolve_device(device, env)
+    init_process_group(env, torch_device)  # under torchrun each process evaluates a shard; the sums are shared
+    try:
+        return _evaluate_checkpoint(model, meta, source, data, env, torch_device, input_size=input_size,
+                                    batch_size=batch_size, workers=workers, amp=amp, skip_bad_images=skip_bad_images)
+    finally:
+        shutdown()
+
+
+def _evaluate_checkpoint(
+    model: nn.Module,
+    meta: dict[str, Any],
+    source: Path,
+    data: str,
+    env: DistEnv,
+    torch_device: torch.device,
+    *,
+    input_size: int | None,
+    batch_size: int,
+    workers: int,
+    amp: str,
+    skip_bad_images: bool,
+) -> dict[str, Any]:
     size = input_size or int(meta.get("input_size") or model.default_input_size[-1])
     splits: Splits = open_data(data, default_size=size)
     check_classes(meta, splits, data)
