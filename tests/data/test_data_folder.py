@@ -6,13 +6,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from training_fixtures import make_tree
 
-from senet.data import AugmentedDataset, BadImage, EvalSampler, EvalTransform, Normalize, TrainTransform, make_loader, open_data
+from senet.data import (
+    AugmentedDataset,
+    BadImage,
+    EvalSampler,
+    EvalTransform,
+    Normalize,
+    TrainSampler,
+    TrainTransform,
+    make_loader,
+    open_data,
+)
 from senet.data.images import BadImageError
 from senet.engine.evaluate import device_batches
 from senet.errors import SenetError
-from training_fixtures import make_tree
 
 
 def test_folder_layout_and_every_mode_becomes_rgb(tmp_path):
@@ -55,8 +64,6 @@ def test_corrupt_image_stops_with_its_name_or_is_skipped_and_counted(tmp_path):
 def test_loader_workers_give_the_same_batches_as_the_main_process(tmp_path):
     splits = open_data(f"folder:{make_tree(tmp_path)}")
     dataset = AugmentedDataset(splits.train, TrainTransform(12, mode="RGB"), seed=3)
-    from senet.data import TrainSampler
-
     def batches(workers):
         sampler = TrainSampler(len(dataset), seed=1)
         sampler.set_epoch(2)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch import Tensor, nn
+from torch import nn
 
 from senet.data import AugmentedDataset, EvalSampler, EvalTransform, Normalize, TrainSampler, TrainTransform
 from senet.data import make_loader, open_data
@@ -379,7 +379,6 @@ class Trainer:
                 ema=self.ema.state_dict() if self.ema else None,
                 keep=self.config.train.keep_checkpoints,
             )
-        self.last_saved_step = self.global_step
         return path
 
     def _write_metrics(self) -> None:
@@ -404,7 +403,6 @@ class Trainer:
         cfg, env = self.config, self.env
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, Any]] = []
-        self.last_saved_step = -1
         self._reset_running()
         if env.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
@@ -417,7 +415,6 @@ class Trainer:
                 self.log(f"no checkpoint in {self.output} yet: starting the run there")
             else:
                 self.load_state(checkpoint)
-                self.last_saved_step = self.global_step
                 self.log(f"resuming from {checkpoint.path} (epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch})")
         elif checkpoint_dirs(self.output):
             raise ConfigError(f"{self.output} already holds a run; continue it with --resume {self.output} or choose another --output")
