@@ -149,3 +149,18 @@ def test_compiled_training_matches_eager_closely(tmp_path):
     for key in eager:
         if eager[key].is_floating_point():
             assert torch.allclose(eager[key], compiled[key], atol=1e-3, rtol=1e-3), key
+
+
+def test_auxiliary_classifier_outputs_add_their_loss(tmp_path):
+    trainer = Trainer(tiny_config(), tmp_path, quiet=True)
+    trainer.setup()
+
+    class WithAux(torch.nn.Module):  # what Inception-v3 with aux_logits returns in training mode
+        def forward(self, x):
+            return torch.zeros(len(x), 4), torch.ones(len(x), 4)
+
+    trainer.train_model = WithAux()
+    labels = torch.tensor([0, 1])
+    logits, loss = trainer._forward(torch.zeros(2, 3, 8, 8), labels)
+    plain = torch.nn.functional.cross_entropy(torch.zeros(2, 4), labels)
+    assert logits.shape == (2, 4) and loss.item() == pytest.approx(1.4 * plain.item())

@@ -56,6 +56,7 @@ from senet.errors import ConfigError, SenetError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+AUX_LOSS_WEIGHT = 0.4
 
 
 class TrainingDiverged(SenetError):
@@ -484,8 +485,7 @@ class Trainer:
                 sync = self.train_model.no_sync() if env.distributed and not last else contextlib.nullcontext()
                 with sync:
                     with autocast(self.device, cfg.train.amp):
-                        logits = self.train_model(inputs)
-                        loss = self.criterion(logits, labels)
+                        logits, loss = self._forward(inputs, labels)
                     self.scaler.scale(loss / accum).backward()
                 step_loss = step_loss + loss.detach()
                 correct = correct + (logits.detach().argmax(1) == labels).sum()
@@ -516,7 +516,8 @@ class Trainer:
                 running["seconds"] += time.perf_counter() - start
                 micro, step_loss, correct, images, bad[0] = 0, zero, zero, 0, 0
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4g}", refresh=False)
+                rate = running["images"] * env.world_size / max(running["seconds"], 1e-9)
+                progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}", refresh=False)
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break  # the epoch's last step: its checkpoint follows the evaluation
                 lr = self._set_lr()
@@ -526,6 +527,16 @@ class Trainer:
                 start = time.perf_counter()
         finally:
             progress.close()
+
+    def _forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, loss). A model with auxiliary classifiers (Inception-v3 with aux_logits) returns a tuple
+        (logits, aux, ...) in training; their losses are added with weight 0.4, as in Szegedy et al. 2016."""
+        output = self.train_model(inputs)
+        if isinstance(output, tuple):
+            logits, *auxiliary = output
+            loss = self.criterion(logits, labels) + sum(AUX_LOSS_WEIGHT * self.criterion(a, labels) for a in auxiliary)
+            return logits, loss
+        return output, self.criterion(output, labels)
 
     def _diverged(self, value: float | str) -> None:
         kept = checkpoint_dirs(self.output)
