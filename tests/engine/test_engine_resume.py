@@ -15,8 +15,9 @@ ARGS = [
     "train", "--model", "se_resnet20", "--data", "synthetic:train=256,val=32,size=10,classes=4",
     "--recipe", "paper-cifar", "--input-size", "8", "--epochs", "3", "--batch-size", "16",
     "--checkpoint-every", "3", "--deterministic", "--quiet", "--seed", "5", "--warmup-epochs", "1",
+    "--schedule", "cosine", "--accum-steps", "2", "--ema-decay", "0.9", "--label-smoothing", "0.1",
 ]
-TIMING = {"images_per_s", "train_seconds", "val_seconds"}
+TIMING = {"images_per_s", "train_seconds", "val_seconds"}  # everything else must match exactly
 
 
 def metrics(run: Path) -> list[dict]:
@@ -47,6 +48,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path):
         kills.append((round(delay, 3), process.returncode, [p.name for p in checkpoint_dirs(run)]))
     subprocess.run(SENET + ARGS + ["--workers", "2", "--resume", str(run)], env=env, check=True, timeout=300)
 
-    assert (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes(), kills
+    for weights in ("model.safetensors", "model_ema.safetensors"):
+        assert (run / weights).read_bytes() == (reference / weights).read_bytes(), kills
     assert metrics(run) == metrics(reference), kills
     assert not list((run / "checkpoints").glob(".tmp-*"))

@@ -78,7 +78,10 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write a state dict as safetensors (atomically) with `meta` as JSON in its header."""
-    atomic_write(Path(path), lambda temp: save_file(_tensors(state), str(temp), metadata={META_KEY: json.dumps(meta)}))
+    try:
+        atomic_write(Path(path), lambda temp: save_file(_tensors(state), str(temp), metadata={META_KEY: json.dumps(meta)}))
+    except OSError as error:
+        raise CheckpointError(f"could not write {path}: {error}") from None
 
 
 def read_weights_meta(path: Path) -> dict[str, Any]:

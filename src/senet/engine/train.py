@@ -552,6 +552,7 @@ class Trainer:
         val = evaluate(self.model, self.val_loader, self.normalize, amp=cfg.train.amp, skip_bad_images=cfg.data.skip_bad_images)
         ema_val: EvalResult | None = None
         if self.ema is not None:
+            dist_utils.broadcast_buffers(self.ema.module)
             ema_val = evaluate(self.ema.module, self.val_loader, self.normalize, amp=cfg.train.amp,
                                skip_bad_images=cfg.data.skip_bad_images)
         running = self.running
