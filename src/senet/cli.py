@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -166,19 +167,151 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# senet demo
+# senet train / senet eval / senet demo
+
+# Dedicated `senet train` flags -> RunConfig settings (every other setting: --set section.key=value).
+TRAIN_FLAGS = {
+    "model": "model.name",
+    "data": "data.spec",
+    "epochs": "schedule.epochs",
+    "batch_size": "train.batch_size",
+    "input_size": "data.input_size",
+    "seed": "train.seed",
+    "workers": "data.workers",
+    "device": "train.device",
+    "optimizer": "optim.name",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "label_smoothing": "optim.label_smoothing",
+    "grad_clip": "optim.grad_clip",
+    "schedule": "schedule.name",
+    "warmup_epochs": "schedule.warmup_epochs",
+    "accum_steps": "train.accum_steps",
+    "amp": "train.amp",
+    "channels_last": "train.channels_last",
+    "compile": "train.compile",
+    "ema_decay": "train.ema_decay",
+    "sync_bn": "train.sync_bn",
+    "deterministic": "train.deterministic",
+    "checkpoint_every": "train.checkpoint_every",
+    "skip_bad_images": "data.skip_bad_images",
+    "tensorboard": "train.tensorboard",
+}
+
+
+def default_recipe(data: str | None) -> str:
+    """paper-cifar for CIFAR, demo for digits, paper-imagenet otherwise."""
+    kind = (data or "").split(":")[0]
+    return {"cifar10": "paper-cifar", "cifar100": "paper-cifar", "digits": "demo"}.get(kind, "paper-imagenet")
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gives explicitly (flags left unset are omitted)."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SenetError(f"--set takes section.key=value (e.g. optim.nesterov=true), got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    for flag, key in TRAIN_FLAGS.items():
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    if args.lr is not None:  # an explicit rate is the rate: no linear scaling by batch size
+        overrides["optim.lr"] = args.lr
+        overrides["optim.lr_batch"] = None
+    for key, value in model_kwargs(args).items():
+        overrides[f"model.kwargs.{key}"] = list(value) if isinstance(value, tuple) else value
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from senet.engine.train import prepare_config, train
+
+    overrides = train_overrides(args)
+    recipe = args.recipe or default_recipe(args.data)
+    config, changes = prepare_config(recipe, overrides, args.resume)
+    if args.resume and args.output and args.output != args.resume:
+        raise SenetError("--resume DIR continues the run in DIR; drop --output or make it the same folder")
+    if changes and not args.quiet:
+        print("resuming with changed settings: " + "; ".join(changes))
+    train(config, args.resume or args.output, resume=args.resume is not None, quiet=args.quiet)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from senet.engine.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        amp=args.amp,
+        ema=args.ema,
+        skip_bad_images=args.skip_bad_images,
+    )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: every process evaluated a shard; rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"{result['model']} on {result['data']} ({result['images']} images, input {result['input_size']}): "
+        f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}%, loss {result['loss']:.4f}, "
+        f"{result['images_per_s']:.0f} images/s"
+        + (f" ({result['bad_images']} unreadable images skipped)" if result["bad_images"] else "")
+    )
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The zoo and the cost of SE on ResNet-50 (Table 2)."""
-    from senet.analysis import complexity
+    """SE-ResNet-20 vs ResNet-20 trained on the built-in digits; table and figures."""
+    from senet.engine.demo import run_demo
 
-    print("SE-ResNet-50 vs ResNet-50 at 224x224 (paper Table 2: 28.1M / 3.87 vs 25.6M / 3.86 GFLOPs)")
-    for name in ("resnet50", "se_resnet50"):
-        stats = complexity(build_model_for_counting(name, {}))
-        print(f"  {name:12s} {stats.params / 1e6:6.2f}M params  {stats.gmacs:.3f} GMACs")
-    print()
-    return cmd_models(argparse.Namespace(filter="*", json=False, markdown=False))
+    run_demo(args.output, epochs=args.epochs, seed=args.seed, jobs=args.jobs)
+    return 0
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="registered model name (`senet models` lists them); default: the recipe's")
+    p.add_argument("--data", help="digits | synthetic[:classes=N,train=N,val=N,size=N] | folder:PATH | cifar10:PATH | cifar100:PATH")
+    p.add_argument("--recipe", help="paper-imagenet | paper-cifar | paper-mobile | demo | FILE.yaml "
+                   "(default: paper-cifar for CIFAR, demo for digits, else paper-imagenet)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="images per process per step (before accumulation)")
+    p.add_argument("--lr", type=float, help="learning rate for the global batch as given (no linear scaling)")
+    p.add_argument("--input-size", type=int, help="training crop side; evaluation resizes by the recipe's ratio (256/224)")
+    p.add_argument("--output", help="run folder (default: runs/MODEL-DATA-TIME)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest good checkpoint (starts it if DIR has none)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="data loader processes per training process")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: each process's LOCAL_RANK GPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--optimizer", choices=("sgd", "adamw"))
+    opt.add_argument("--momentum", type=float)
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--label-smoothing", type=float)
+    opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
+    opt.add_argument("--schedule", choices=("step", "cosine", "plateau", "constant"))
+    opt.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up")
+    opt.add_argument("--accum-steps", type=int, help="accumulate gradients over this many batches per step")
+    run = p.add_argument_group("execution")
+    run.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast precision (fp16: GPU, with a grad scaler)")
+    run.add_argument("--channels-last", action="store_true", default=None)
+    run.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    run.add_argument("--ema-decay", type=float, help="keep and evaluate an EMA of the weights (e.g. 0.9998)")
+    run.add_argument("--sync-bn", action="store_true", default=None, help="synchronised BatchNorm across GPUs")
+    run.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels only")
+    run.add_argument("--checkpoint-every", type=int, help="also checkpoint every N optimiser steps (always: every epoch)")
+    run.add_argument("--skip-bad-images", action="store_true", default=None, help="skip and count unreadable images")
+    run.add_argument("--tensorboard", action="store_true", default=None, help="TensorBoard logs in the run folder")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any recipe setting, e.g. schedule.milestones=[30,60]")
+    add_model_args(p)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,7 +335,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     commands["info"] = cmd_info
 
-    p = sub.add_parser("demo", help="the built-in demonstration")
+    p = sub.add_parser("train", help="train a model (also under torchrun --nproc_per_node N -m senet train ...)")
+    add_train_args(p)
+    commands["train"] = cmd_train
+
+    p = sub.add_parser("eval", help="top-1 / top-5 error of a trained model on a dataset's validation split")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or .safetensors file")
+    p.add_argument("--data", required=True, help="same forms as for train; its validation split is used")
+    p.add_argument("--input-size", type=int, help="evaluation crop (default: the training input size)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="loader processes (default: up to 4)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    commands["eval"] = cmd_eval
+
+    p = sub.add_parser("demo", help="train SE-ResNet-20 and ResNet-20 on the built-in digits; table and plots")
+    p.add_argument("--output", default="runs/demo", help="where runs and figures go (default: runs/demo)")
+    p.add_argument("--epochs", type=int, help="epochs per network (default: the demo recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, help="networks trained at once (default: 2 on 2+ cores)")
     commands["demo"] = cmd_demo
 
     parser.set_defaults(_commands=commands)

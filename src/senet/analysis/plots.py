@@ -1,0 +1,77 @@
+"""PNG figures with matplotlib's Agg renderer (no display, no global backend switch): training curves and
+per-class mean excitation per SE block (the paper's Fig. 6)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from senet.analysis.excitation import ExcitationStats
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path) -> Path:
+    """Training loss, validation loss and validation top-1 error per epoch of each run (metrics.jsonl rows)."""
+    figure = _figure(13, 3.8)
+    panels = [("train_loss", "training loss", True), ("val_loss", "validation loss", True), ("val_top1_err", "val top-1 error (%)", False)]
+    axes = figure.subplots(1, len(panels))
+    for axis, (key, title, log_scale) in zip(axes, panels):
+        for name, rows in runs.items():
+            points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
+            if points:
+                axis.plot(*zip(*points), marker="o", markersize=3, label=name)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        if log_scale:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    axes[-1].legend()
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    return path
+
+
+def plot_excitations(stats: ExcitationStats, path: str | Path, *, title: str = "", max_channels: int = 64) -> Path:
+    """One panel per SE block: mean excitation per channel for each class (thin lines) and overall (black).
+
+    As in the paper's Fig. 6, up to `max_channels` channels are shown (the first ones), so that wide blocks
+    stay readable.
+    """
+    blocks = stats.blocks
+    columns = min(3, len(blocks))
+    rows = math.ceil(len(blocks) / columns)
+    figure = _figure(4.2 * columns, 2.9 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    colours = [f"C{i % 10}" for i in range(len(stats.classes))]
+    for axis, block in zip(axes, blocks):
+        values = stats.per_class[block][:, :max_channels]
+        channels = range(values.shape[1])
+        for index, name in enumerate(stats.classes):
+            if stats.counts[index] > 0:
+                axis.plot(channels, values[index].numpy(), color=colours[index], linewidth=0.8, alpha=0.8, label=name)
+        axis.plot(channels, stats.mean(block)[:max_channels].numpy(), color="black", linewidth=1.6, label="all")
+        axis.set_title(f"{block}  (class spread {stats.class_specificity(block):.3f})", fontsize=9)
+        axis.set_xlabel("channel index", fontsize=8)
+        axis.tick_params(labelsize=7)
+    for axis in axes[len(blocks) :]:
+        axis.set_visible(False)
+    axes[0].set_ylabel("mean excitation", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(11, len(labels)), fontsize=7, frameon=False)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    path = Path(path)
+    figure.savefig(path)
+    return path

@@ -1,0 +1,227 @@
+"""Checkpoints: weights in safetensors, trainer state through `torch.load(weights_only=True)`, atomic writes.
+
+A run folder holds
+
+    checkpoints/step-00001234/   model.safetensors, [ema.safetensors], trainer.pt, meta.json
+    model.safetensors            the final weights, [model_ema.safetensors]
+
+Every checkpoint is written into a temporary folder, each file flushed to disk (fsync), and the folder
+renamed into place: a process killed at any moment leaves either the complete new checkpoint or none,
+and the previous one is deleted only after the new one is in place. meta.json, written last, holds the
+SHA-256 of every file, so a checkpoint damaged later (truncated copy, bad disk) is recognised.
+
+The weights files carry the metadata that rebuilds the model without flags (model name and keywords,
+class names, normalisation, input size) in the safetensors header under the key "senet".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from senet.errors import SenetError
+
+CHECKPOINTS = "checkpoints"
+PREFIX = "step-"
+FORMAT = "senet-checkpoint"
+META_KEY = "senet"
+
+
+class CheckpointError(SenetError):
+    """A checkpoint that is missing, truncated, corrupt or cannot be written."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(temp) for a temporary file next to `path`, fsync it, then rename it to `path`."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temp)
+        _fsync(temp)
+        os.replace(temp, path)
+        _fsync(path.parent)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a state dict as safetensors (atomically) with `meta` as JSON in its header."""
+    try:
+        atomic_write(Path(path), lambda temp: save_file(_tensors(state), str(temp), metadata={META_KEY: json.dumps(meta)}))
+    except OSError as error:
+        raise CheckpointError(f"could not write {path}: {error}") from None
+
+
+def read_weights_meta(path: Path) -> dict[str, Any]:
+    """The senet metadata of a safetensors file (empty for files senet did not write)."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            header = file.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error}); it may be truncated or corrupt") from None
+    try:
+        return json.loads(header[META_KEY]) if META_KEY in header else {}
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path} has unreadable senet metadata") from None
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, senet metadata) of a safetensors file; CheckpointError if it is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    meta = read_weights_meta(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise CheckpointError(f"{path} cannot be read ({error}); it may be truncated or corrupt") from None
+    return state, meta
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: model (and EMA) weights, the trainer's state and the weights' metadata."""
+
+    path: Path
+    step: int
+    model: dict[str, torch.Tensor]
+    trainer: dict[str, Any]
+    meta: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None = None
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, newest (highest step) first; temporary leftovers are ignored."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        if entry.is_dir() and entry.name.startswith(PREFIX) and entry.name[len(PREFIX) :].isdigit():
+            found.append((int(entry.name[len(PREFIX) :]), entry))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    model: dict[str, torch.Tensor],
+    trainer: dict[str, Any],
+    meta: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint `step` atomically and delete all but the newest `keep`; returns its folder."""
+    folder = Path(run_dir) / CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{PREFIX}{step:08d}"
+    temp = folder / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+    try:
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+        files = {"model.safetensors": lambda p: save_file(_tensors(model), str(p), metadata={META_KEY: json.dumps(meta)})}
+        if ema is not None:
+            files["ema.safetensors"] = lambda p: save_file(_tensors(ema), str(p), metadata={META_KEY: json.dumps(meta)})
+        files["trainer.pt"] = lambda p: torch.save(trainer, p)
+        digests = {}
+        for name, write in files.items():
+            write(temp / name)
+            _fsync(temp / name)
+            digests[name] = _sha256(temp / name)
+        record = {"format": FORMAT, "version": 1, "step": step, "files": digests}
+        (temp / "meta.json").write_text(json.dumps(record, indent=1))
+        _fsync(temp / "meta.json")
+        _fsync(temp)
+        if final.exists():  # the same step written again (a run resumed from an older checkpoint)
+            old = folder / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(temp, final)
+        _fsync(folder)
+    except OSError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        kept = checkpoint_dirs(run_dir)
+        note = f"; the last good checkpoint {kept[0]} is kept" if kept else ""
+        raise CheckpointError(f"could not write checkpoint {final}: {error}{note}") from None
+    for old in checkpoint_dirs(run_dir)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load and verify a checkpoint folder (checksums, then weights and trainer state)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        record = json.loads((path / "meta.json").read_text())
+        files = dict(record["files"])
+        step = int(record["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {path} has no readable meta.json; it is incomplete or corrupt") from None
+    for name, digest in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"checkpoint file {file} is corrupt or truncated (its checksum does not match)")
+    model, meta = load_weights(path / "model.safetensors")
+    ema = load_weights(path / "ema.safetensors")[0] if "ema.safetensors" in files else None
+    try:
+        trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (any unpickling failure means an unusable file)
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(error).__name__)
+        raise CheckpointError(
+            f"{path / 'trainer.pt'} cannot be loaded as trainer state ({reason}); it is corrupt or not from senet"
+        ) from None
+    return Checkpoint(path, step, model, trainer, meta, ema)
+
+
+def latest_checkpoint(run_dir: Path, *, warn: Callable[[str], None] | None = None) -> Checkpoint | None:
+    """The newest checkpoint of `run_dir` that loads; damaged newer ones are reported through `warn`."""
+    warn = warn or (lambda message: print(f"senet: warning: {message}", file=sys.stderr))
+    candidates = checkpoint_dirs(run_dir)
+    errors = []
+    for path in candidates:
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as error:
+            errors.append(str(error))
+            warn(f"{error}; trying the previous checkpoint")
+    if errors:
+        raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS} can be loaded (newest: {errors[0]})")
+    return None

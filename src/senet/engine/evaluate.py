@@ -1,0 +1,231 @@
+"""Evaluation: top-1 / top-5 error (%) and loss over a validation split (paper Sec. 5: single-crop errors),
+and `senet eval`, which rebuilds a trained model from its checkpoint's metadata alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from senet.data import AugmentedDataset, Batch, EvalSampler, EvalTransform, Normalize, make_loader, open_data
+from senet.data.spec import Splits
+from senet.engine.checkpoint import CheckpointError, checkpoint_dirs, load_checkpoint, load_weights
+from senet.engine.distributed import DistEnv, all_reduce_sum, init_process_group, resolve_device, shutdown
+from senet.errors import ConfigError, SenetError
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class EvalResult:
+    """Errors in percent (100 - accuracy), mean cross-entropy, images seen and unreadable ones skipped."""
+
+    top1_err: float
+    top5_err: float
+    loss: float
+    images: int
+    seconds: float
+    bad_images: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"images_per_s": round(self.images_per_s, 1)}
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context of `amp` (none, bf16, fp16) on `device`."""
+    dtype = AMP_DTYPES[amp]
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def device_batches(
+    loader: Iterable[Batch], normalize: Normalize, *, skip_bad_images: bool = False, bad: list[int] | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(normalised images, labels) on the device from uint8 batches; an unreadable image stops the run unless
+    `skip_bad_images`, in which case the count of skipped images is added to bad[0]."""
+    for batch in loader:
+        if batch.bad:
+            if not skip_bad_images:
+                raise batch.bad[0].error()
+            if bad is not None:
+                bad[0] += len(batch.bad)
+        if len(batch.labels) == 0:
+            continue
+        yield normalize(batch.images), batch.labels.to(normalize.device, non_blocking=True)
+
+
+def topk_correct(logits: Tensor, labels: Tensor, k: int) -> tuple[int, int]:
+    """(top-1 correct, top-k correct) counts of a batch."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    normalize: Normalize,
+    *,
+    amp: str = "none",
+    skip_bad_images: bool = False,
+) -> EvalResult:
+    """Single-crop top-1 / top-5 error and loss of `model` over `loader`, summed over all processes."""
+    was_training = model.training
+    model.eval()
+    loss_sum, top1, top5, images, bad = 0.0, 0, 0, 0, [0]
+    start = time.perf_counter()
+    try:
+        for inputs, labels in device_batches(loader, normalize, skip_bad_images=skip_bad_images, bad=bad):
+            with autocast(normalize.device, amp):
+                logits = model(inputs)
+            loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+            correct1, correct5 = topk_correct(logits, labels, 5)
+            top1, top5, images = top1 + correct1, top5 + correct5, images + len(labels)
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    loss_sum, top1, top5, images, bad_count = all_reduce_sum([loss_sum, top1, top5, images, bad[0]], normalize.device)
+    if images == 0:
+        raise SenetError("the validation split has no readable images")
+    return EvalResult(
+        top1_err=100.0 * (1 - top1 / images),
+        top5_err=100.0 * (1 - top5 / images),
+        loss=loss_sum / images,
+        images=int(images),
+        seconds=seconds,
+        bad_images=int(bad_count),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# senet eval: a checkpoint (run folder, checkpoint folder or .safetensors file) on a dataset's val split.
+
+
+def resolve_weights(path: str | Path, *, ema: bool = False) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
+    """(state dict, metadata, file) from a run folder, a checkpoint folder or a .safetensors file."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        state, meta = load_weights(path)
+        return state, meta, path
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist; give a run folder, a checkpoint folder or a .safetensors file")
+    if (path / "meta.json").is_file():  # one checkpoint folder
+        checkpoint = load_checkpoint(path)
+        if ema and checkpoint.ema is None:
+            raise CheckpointError(f"checkpoint {path} has no EMA weights (the run had no --ema-decay)")
+        return (checkpoint.ema if ema else checkpoint.model), checkpoint.meta, path
+    final = path / ("model_ema.safetensors" if ema else "model.safetensors")
+    if final.is_file():
+        state, meta = load_weights(final)
+        return state, meta, final
+    candidates = checkpoint_dirs(path)
+    if candidates:
+        return resolve_weights(candidates[0], ema=ema)
+    raise CheckpointError(f"{path} holds no {final.name} and no checkpoints/; is it a senet run folder?")
+
+
+def model_from_meta(state: dict[str, Tensor], meta: dict[str, Any], source: Path) -> nn.Module:
+    """Rebuild the network a checkpoint's metadata describes and load its weights."""
+    from senet.models import create_model
+
+    if "model" not in meta:
+        raise CheckpointError(f"{source} has no senet metadata (model name and settings); was it written by senet train?")
+    model = create_model(meta["model"], **meta.get("kwargs", {}))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"the weights in {source} do not fit {meta['model']}: {first}") from None
+    return model
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str,
+    *,
+    input_size: int | None = None,
+    batch_size: int = 128,
+    workers: int = 4,
+    device: str = "auto",
+    amp: str = "none",
+    ema: bool = False,
+    skip_bad_images: bool = False,
+) -> dict[str, Any]:
+    """Top-1 / top-5 error, loss, image count and throughput of a checkpoint on the val split of `data`."""
+    state, meta, source = resolve_weights(checkpoint, ema=ema)
+    model = model_from_meta(state, meta, source)
+    env = DistEnv.from_environ()
+    torch_device = resolve_device(device, env)
+    init_process_group(env, torch_device)  # under torchrun each process evaluates a shard; the sums are shared
+    try:
+        return _evaluate_checkpoint(model, meta, source, data, env, torch_device, input_size=input_size,
+                                    batch_size=batch_size, workers=workers, amp=amp, skip_bad_images=skip_bad_images)
+    finally:
+        shutdown()
+
+
+def _evaluate_checkpoint(
+    model: nn.Module,
+    meta: dict[str, Any],
+    source: Path,
+    data: str,
+    env: DistEnv,
+    torch_device: torch.device,
+    *,
+    input_size: int | None,
+    batch_size: int,
+    workers: int,
+    amp: str,
+    skip_bad_images: bool,
+) -> dict[str, Any]:
+    size = input_size or int(meta.get("input_size") or model.default_input_size[-1])
+    splits: Splits = open_data(data, default_size=size)
+    check_classes(meta, splits, data)
+    val = splits.val
+    transform = EvalTransform(size, float(meta.get("eval_crop_fraction", 0.875)), mode=val.pil_mode)
+    dataset = AugmentedDataset(val, transform)
+    loader = make_loader(
+        dataset,
+        EvalSampler(len(dataset), rank=env.rank, world_size=env.world_size),
+        batch_size=batch_size,
+        workers=workers,
+        pin_memory=torch_device.type == "cuda",
+    )
+    normalize = Normalize(meta.get("mean") or val.mean, meta.get("std") or val.std, torch_device)
+    model.to(torch_device)
+    result = evaluate(model, loader, normalize, amp=amp, skip_bad_images=skip_bad_images)
+    return {
+        "model": meta["model"],
+        "checkpoint": str(source),
+        "data": data,
+        "input_size": size,
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.as_dict().items()},
+    }
+
+
+def check_classes(meta: dict[str, Any], splits: Splits, data: str) -> None:
+    """The data must have the classes the model was trained on (same count; same names where both have names)."""
+    classes = meta.get("classes")
+    if classes is None:
+        return
+    if len(classes) != len(splits.classes):
+        raise ConfigError(f"the model was trained on {len(classes)} classes but {data} has {len(splits.classes)}")
+    if splits.spec.kind == "folder" and list(classes) != list(splits.classes):
+        raise ConfigError(f"the class folders of {data} differ from the classes the model was trained on")
+    channels = meta.get("channels")
+    if channels is not None and channels != splits.channels:
+        raise ConfigError(f"the model takes {channels}-channel images but {data} has {splits.channels}")
