@@ -547,7 +547,7 @@ class Trainer:
         )
 
     def _end_epoch(self) -> dict[str, Any]:
-        cfg, env = self.config, self.env
+        cfg = self.config
         dist_utils.broadcast_buffers(self.model)
         val = evaluate(self.model, self.val_loader, self.normalize, amp=cfg.train.amp, skip_bad_images=cfg.data.skip_bad_images)
         ema_val: EvalResult | None = None
