@@ -75,7 +75,8 @@ def _straightforward() -> bool:
         return True
     if torch.onnx.is_in_onnx_export():
         return True
-    return torch.fx._symbolic_trace.is_fx_tracing()
+    symbolic = torch.fx._symbolic_trace
+    return getattr(symbolic, "is_fx_symbolic_tracing", symbolic.is_fx_tracing)()
 
 
 def fusable_relu(act: Callable[[Tensor], Tensor] | None) -> bool:
@@ -108,11 +109,14 @@ class _ScaleAddReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool, recompute: bool):
-        out = torch.addcmul(skip, x, scale, out=x) if overwrite else torch.addcmul(skip, x, scale)
+        if overwrite:
+            torch.addcmul(skip, x, scale, out=x)
+            ctx.mark_dirty(x)
+            out = x
+        else:
+            out = torch.addcmul(skip, x, scale)
         if relu:
             out.relu_()
-        if overwrite:
-            ctx.mark_dirty(x)
         ctx.relu = relu
         ctx.recompute = recompute
         ctx.save_for_backward(out, skip if recompute else x, scale)
