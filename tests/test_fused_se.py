@@ -299,3 +299,21 @@ def test_compiled_training_matches_eager():
     torch.testing.assert_close(out, eager_out)
     for got, want in zip((p.grad for p in compiled_model.parameters()), eager_grads[1:]):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_squeeze_is_the_mean(channels_last):
+    """The fast squeeze (sum, then divide the pooled tensor) is bit-identical to x.mean, forward and backward."""
+    x = torch.randn(3, 8, 7, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    pool = senet.layers.GlobalPool("avg")
+    results = {}
+    for fused in (True, False):
+        leaf = x.clone().requires_grad_()
+        with fast_se(fused):
+            pooled = pool(leaf)
+        pooled.backward(torch.arange(24.0).view(3, 8, 1, 1))
+        results[fused] = (pooled, leaf.grad)
+    assert torch.equal(results[True][0], x.mean((2, 3), keepdim=True))
+    assert torch.equal(results[True][0], results[False][0]) and torch.equal(results[True][1], results[False][1])

@@ -29,8 +29,9 @@ from torch import Tensor, nn
 _fast_se = True
 
 # Producers that do not keep their own output for their backward pass: writing the merged result into the
-# residual's memory is then invisible to autograd. Anything else gets a fresh output tensor.
-_INPLACE_SAFE_PRODUCERS = frozenset(
+# residual's memory is then invisible to autograd (anything else gets a fresh output tensor), and a
+# shortcut they produce (a projection shortcut) is kept by nobody else.
+_OUTPUT_FREE_PRODUCERS = frozenset(
     {
         "NativeBatchNormBackward0",
         "CudnnBatchNormBackward0",
@@ -89,8 +90,13 @@ def can_overwrite(x: Tensor) -> bool:
     if x._base is not None:
         return False  # a view: writing it would change another tensor
     if torch.is_grad_enabled() and x.requires_grad:
-        return x.grad_fn is not None and type(x.grad_fn).__name__ in _INPLACE_SAFE_PRODUCERS
+        return _output_free(x)
     return not (x.is_leaf and x.requires_grad)
+
+
+def _output_free(t: Tensor) -> bool:
+    """Whether t's producer does not keep t for its backward pass."""
+    return t.grad_fn is not None and type(t.grad_fn).__name__ in _OUTPUT_FREE_PRODUCERS
 
 
 def _channel_dot(a: Tensor, b: Tensor, like: Tensor) -> Tensor:
@@ -159,7 +165,7 @@ def scale_add_act(
         inplace: x is the caller's intermediate: the result may be written into its memory and, with
             `recompute`, x is not kept for the backward pass.
         recompute: the gate is a sigmoid (s > 0), so x can be recomputed as (out - skip) / s in the
-            backward pass instead of being kept.
+            backward pass instead of being kept (float32/float64 only; half precision keeps x).
     """
     if _straightforward():
         out = x if scale is None else x * scale
@@ -173,6 +179,12 @@ def scale_add_act(
         return out.relu_() if relu else (out if act is None else act(out))
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or skip.requires_grad)
     overwrite = inplace and can_overwrite(x)
+    if x.dtype not in (torch.float32, torch.float64):
+        recompute = False  # (out - skip) / s cancels too much in 8-bit mantissas: keep x
+    if _output_free(skip):
+        # A projection shortcut (BN output) is kept by nobody else: keeping it instead of x saves no
+        # memory and recomputing costs a pass, so keep x.
+        recompute = False
     if not needs_grad:
         out = torch.addcmul(skip, x, scale, out=x) if overwrite else torch.addcmul(skip, x, scale)
         out = out.relu_() if relu else out

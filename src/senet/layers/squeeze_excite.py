@@ -7,6 +7,7 @@ the paper (`reduction`, `squeeze`, `gate`), never subclasses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
-from senet.layers.fused import scale_add_act
+from senet.layers.fused import fast_se_enabled, scale_add_act
 
 SQUEEZES = ("avg", "max", "none")
 GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
@@ -72,9 +73,14 @@ class GlobalPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         dims = tuple(range(2, x.dim()))
-        if self.mode == "avg":
+        if self.mode == "max":
+            return x.amax(dims, keepdim=True)
+        if not fast_se_enabled():
             return x.mean(dims, keepdim=True)
-        return x.amax(dims, keepdim=True)
+        # Fast path: sum, then divide the pooled (N, C, 1, ...) tensor. The same arithmetic as x.mean
+        # (which sums and divides on CPU), but the backward hands x a broadcast view of the gradient
+        # instead of writing a full-size copy of it divided by H*W.
+        return x.sum(dims, keepdim=True).div_(math.prod(x.shape[2:]))
 
     def extra_repr(self) -> str:
         return self.mode
