@@ -24,7 +24,7 @@ def _run(module: nn.Module, inputs: list[torch.Tensor], fused: bool):
     inputs = [t.detach().clone().requires_grad_() for t in inputs]
     with fast_se(fused):
         out = module(*inputs)
-    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)
     (out * weight).sum().backward()
     grads = [t.grad for t in inputs] + [p.grad for p in module.parameters()]
     return out.detach(), grads, module
@@ -294,7 +294,7 @@ def test_compiled_training_matches_eager():
     eager_out, eager_grads, _ = _run(model, [x], True)
     compiled_model = copy.deepcopy(model)
     out = torch.compile(compiled_model)(x)
-    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)
     (out * weight).sum().backward()
     torch.testing.assert_close(out, eager_out)
     for got, want in zip((p.grad for p in compiled_model.parameters()), eager_grads[1:]):
@@ -317,3 +317,22 @@ def test_squeeze_is_the_mean(channels_last):
         results[fused] = (pooled, leaf.grad)
     assert torch.equal(results[True][0], x.mean((2, 3), keepdim=True))
     assert torch.equal(results[True][0], results[False][0]) and torch.equal(results[True][1], results[False][1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_matches_formula(channels_last):
+    """On a GPU: fp32 results equal the formula; under bf16 autocast (x kept, no recompute) they agree to bf16."""
+    model = senet.create_model("se_resnet18", num_classes=5).cuda()
+    x = torch.randn(4, 3, 64, 64, device="cuda")
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    out_fused, grads_fused, _ = _run(model, [x], True)
+    out_naive, grads_naive, _ = _run(model, [x], False)
+    torch.testing.assert_close(out_fused, out_naive, atol=1e-4, rtol=1e-4)
+    for got, want in zip(grads_fused, grads_naive):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out_fused, _, _ = _run(model, [x], True)
+        out_naive, _, _ = _run(model, [x], False)
+    torch.testing.assert_close(out_fused.float(), out_naive.float(), atol=5e-2, rtol=5e-2)

@@ -99,17 +99,6 @@ def _output_free(t: Tensor) -> bool:
     return t.grad_fn is not None and type(t.grad_fn).__name__ in _OUTPUT_FREE_PRODUCERS
 
 
-def _channel_dot(a: Tensor, b: Tensor, like: Tensor) -> Tensor:
-    """sum(a * b) over the axes where `like` (the excitation) has size 1, shaped like `like`."""
-    if like.shape == a.shape:
-        return a * b  # squeeze='none': one excitation per position
-    if a.is_contiguous() and b.is_contiguous() and like.dim() > 2 and like.shape[2:].numel() == 1:
-        # NC(L) contiguous: one dot product per (n, c) row, without a full-size temporary.
-        rows = like.shape[0] * like.shape[1]
-        return torch.bmm(a.view(rows, 1, -1), b.view(rows, -1, 1)).view(like.shape)
-    return (a * b).sum_to_size(like.shape)
-
-
 class _ScaleAddReLU(torch.autograd.Function):
     """out = relu?(x * scale + skip); keeps (out, skip, scale) when `recompute`, else (out, x, scale)."""
 
@@ -135,13 +124,15 @@ class _ScaleAddReLU(torch.autograd.Function):
         grad_x = grad * scale if ctx.needs_input_grad[0] else None
         grad_scale = None
         if ctx.needs_input_grad[1]:
+            # dL/ds = sum of grad * x over the axes s is broadcast along (its spatial axes).
             if ctx.recompute:
-                # x = (out - skip) / scale wherever grad != 0 (there the ReLU passed: out = x * scale + skip).
-                grad_scale = _channel_dot(grad, out, scale) - _channel_dot(grad, kept, scale)
-                # scale == 0 only where the sigmoid underflowed; its derivative s(1 - s) is 0 there too.
-                grad_scale = (grad_scale / scale).masked_fill_(scale == 0, 0)
+                # x = (out - skip) / s wherever grad != 0 (there the ReLU passed, so out = x * s + skip);
+                # the division is done on the summed (N, C, 1, ...) tensor. s == 0 only where the sigmoid
+                # underflowed, and its derivative s(1 - s) is 0 there as well.
+                grad_scale = torch.sub(out, kept).mul_(grad).sum_to_size(scale.shape)
+                grad_scale = grad_scale.div_(scale).masked_fill_(scale == 0, 0)
             else:
-                grad_scale = _channel_dot(grad, kept, scale)
+                grad_scale = (grad * kept).sum_to_size(scale.shape)
         grad_skip = grad if ctx.needs_input_grad[2] else None
         return grad_x, grad_scale, grad_skip, None, None, None
 
