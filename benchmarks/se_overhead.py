@@ -31,7 +31,7 @@ def configs(args: argparse.Namespace) -> list[BenchConfig]:
     """Every measurement of the table, in order."""
     pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs else PAIRS
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
-    executions = [False] if args.no_compile else [False, True]
+    compiled = not args.no_compile
     out = []
     for device in devices:
         gpu = device == "cuda"
@@ -46,15 +46,18 @@ def configs(args: argparse.Namespace) -> list[BenchConfig]:
             repeats=args.repeats,
             warmup=args.warmup,
         )
-        for compiled in executions:
-            for model, baseline in pairs:
-                for mode in ("infer", "train"):
-                    out.append(base.replace(model=model, baseline=baseline, mode=mode, compile=compiled))
-        # The fast path against the straightforward SE on the same network (eager: compiled, both are
-        # the same formula, which Inductor fuses).
+        for model, baseline in pairs:
+            for mode in ("infer", "train"):
+                out.append(base.replace(model=model, baseline=baseline, mode=mode))
+        # The fast path against the straightforward SE on the same network (eager only: compiled, both
+        # are the same formula, which Inductor fuses).
         model = pairs[0][0]
         for mode in ("infer", "train"):
             out.append(base.replace(model=model, baseline=model, mode=mode, se_impl="fused", baseline_se_impl="naive"))
+        if compiled:
+            for model, baseline in pairs:
+                for mode in ("infer", "train"):
+                    out.append(base.replace(model=model, baseline=baseline, mode=mode, compile=True))
     return out
 
 
@@ -106,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python benchmarks/se_overhead.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = []
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     for config in configs(args):
         result = run_bench(config, progress=lambda message: print(f"    {message}", file=sys.stderr, flush=True))
         print(format_result(result), flush=True)
         results.append(result)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(results, command.strip()))
+        args.output.write_text(render(results, command.strip()))  # after every row: a long run keeps its rows
     print(f"wrote {args.output}")
     return 0
 

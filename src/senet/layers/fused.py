@@ -1,18 +1,21 @@
-"""The SE scale fused with the residual sum and its ReLU: ``relu(x * s + skip)`` in one pass (Sec. 3.2, Eq. 4).
+"""The SE scale fused with the residual sum and its ReLU: ``relu(x * s + skip)`` (Sec. 3.2, Eq. 4).
 
-SE adds 0.26% FLOPs to ResNet-50 but, written as three separate operations (scale, add, ReLU), reads and
-writes the block output three times and keeps the unscaled residual alive for the backward pass. The
-official release fused "scale + residual add" into one Caffe layer (Axpy) for this reason. Here:
+SE adds 0.26% FLOPs to ResNet-50 but, written as three separate operations (scale, add, ReLU), makes
+three passes over the block output, allocates two new block-sized tensors and keeps the unscaled residual
+alive for the backward pass. The official release fused "scale + residual add" into one Caffe layer
+(Axpy) for this reason. Here:
 
-- forward: ``torch.addcmul(skip, x, s)`` reads x and the shortcut once and writes the sum, into x's own
-  memory when autograd allows (in-place), and the ReLU runs in place on the freshly written output.
-- backward (a custom autograd function): the gradient of s needs x, but x is not kept. With the sigmoid
-  gate s > 0, and where the ReLU passes a gradient the output equals ``x * s + skip``, so
-  ``x = (out - skip) / s`` is recomputed from the output (kept anyway: it is the next block's input) and
-  the shortcut (kept anyway for an identity shortcut: it is this block's input). Nothing full-size is kept
-  only for SE.
+- forward: one ``torch.addcmul(skip, x, s)`` reads x and the shortcut once and writes the sum into x's
+  own memory when autograd allows (in-place: no allocation); the ReLU then runs in place on it. The
+  squeeze is a plain reduction in either memory format (`GlobalPool`), with no copies or reshapes.
+- backward (a custom autograd function, checked by gradcheck): dL/ds needs x, which is not kept. With
+  the sigmoid gate s > 0, and where the ReLU passes a gradient the output equals ``x * s + skip``, so
+  x = (out - skip) / s is recomputed from the output (kept anyway: the next unit's input) and the
+  shortcut (kept anyway when it is the identity: this unit's input). So an identity unit keeps nothing
+  block-sized for SE. A projection unit keeps x: neither x nor the projected shortcut is kept by anyone
+  else, and one of them is needed.
 - torch.compile, TorchScript, tracing and ONNX export see the straightforward formula, which Inductor
-  fuses into one kernel by itself and exporters understand.
+  fuses by itself (and whose saved tensors its partitioner chooses) and exporters understand.
 
 `fast_se(False)` switches every SE block (and the plain residual sum) back to the straightforward formula
 ``x * s``, then ``+ skip``, then the activation: same modules, same state dict, same results.
@@ -41,6 +44,7 @@ _OUTPUT_FREE_PRODUCERS = frozenset(
         "ConvolutionBackward0",
         "AddBackward0",
         "SubBackward0",
+        "ConstantPadNdBackward0",
     }
 )
 
@@ -163,7 +167,7 @@ def scale_add_act(
         out = out + skip
         return out if act is None else act(out)
     relu = fusable_relu(act)
-    if not relu or act is None:
+    if not relu:
         recompute = False  # the output is only ours to keep when it is final (ReLU fused)
     if scale is None:
         out = x.add_(skip) if inplace and can_overwrite(x) else x + skip
