@@ -84,7 +84,8 @@ def render(results: list[BenchResult], command: str) -> str:
         lines += [f"## {settings_line(rows[0].config, rows[0].environment['threads'])}", "", markdown_table(rows), ""]
     lines += [
         "ratio: model / baseline time per step, the median of per-round ratios (the two are timed back to "
-        "back each round). Peak MB: CUDA max_memory_allocated, or on CPU the peak of live tensor bytes of "
+        "back each round); ratio of minima: of the fastest steps; CPU-time ratio: of the process CPU time "
+        "per step, median of per-round ratios (robust to losing cores to other processes). Peak MB: CUDA max_memory_allocated, or on CPU the peak of live tensor bytes of "
         "one training step from the profiler's allocation events plus weights, optimizer state and batch. "
         "Rows with one model name compare its fused SE path (model) with the straightforward formula "
         "(baseline): ratio < 1 means the fused path is faster.",

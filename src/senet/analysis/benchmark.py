@@ -8,7 +8,9 @@ Timing discipline (shared machines are noisy): both subjects are built, warmed u
 them under `compile=True`), then timed alternately, one step each per round with the order flipped every
 round, so that load from other processes hits both alike. Reported: median and min time per step,
 images/s, and the ratio model/baseline as the median of the per-round ratios (plus the ratios of the
-medians and of the minima).
+medians and of the minima). The process's CPU time per step (all threads) is recorded too: a step that
+loses its cores to another process for a while takes longer, but uses little more CPU time, so the CPU-
+time ratio is a second, contention-robust view of the same cost.
 
 Training peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one step. On CPU there is no
 allocator statistic, so the profiler's allocation events of one step are replayed to find the peak of
@@ -93,6 +95,7 @@ class Measurement:
     se_impl: str
     batch: int
     times: list[float]
+    cpu_times: list[float] = field(default_factory=list)
     warmup_s: float = 0.0
     peak_bytes: int | None = None
     saved_bytes: int | None = None
@@ -109,6 +112,10 @@ class Measurement:
     def images_per_s(self) -> float:
         return self.batch / statistics.median(self.times)
 
+    @property
+    def cpu_median_ms(self) -> float:
+        return 1e3 * statistics.median(self.cpu_times)
+
     def as_dict(self) -> dict[str, Any]:
         mib = 2**20
         return {
@@ -117,10 +124,12 @@ class Measurement:
             "median_ms": round(self.median_ms, 3),
             "min_ms": round(self.min_ms, 3),
             "images_per_s": round(self.images_per_s, 2),
+            "cpu_median_ms": round(self.cpu_median_ms, 3),
             "warmup_s": round(self.warmup_s, 2),
             "peak_mb": None if self.peak_bytes is None else round(self.peak_bytes / mib, 1),
             "saved_mb": None if self.saved_bytes is None else round(self.saved_bytes / mib, 1),
             "times_ms": [round(1e3 * t, 3) for t in self.times],
+            "cpu_times_ms": [round(1e3 * t, 3) for t in self.cpu_times],
         }
 
 
@@ -139,6 +148,13 @@ class BenchResult:
         if self.baseline is None:
             return None
         return statistics.median(m / b for m, b in zip(self.model.times, self.baseline.times))
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """Model / baseline CPU time of the process per step (all threads), median of per-round ratios."""
+        if self.baseline is None:
+            return None
+        return statistics.median(m / b for m, b in zip(self.model.cpu_times, self.baseline.cpu_times))
 
     @property
     def ratio_of_medians(self) -> float | None:
@@ -165,6 +181,7 @@ class BenchResult:
             "ratio": _round(self.ratio),
             "ratio_of_medians": _round(self.ratio_of_medians),
             "ratio_of_minima": _round(self.ratio_of_minima),
+            "cpu_ratio": _round(self.cpu_ratio),
             "model_min_ms": round(self.model.min_ms, 3),
             "baseline_min_ms": None if self.baseline is None else round(self.baseline.min_ms, 3),
             "model_images_per_s": round(self.model.images_per_s, 2),
@@ -235,12 +252,13 @@ class _Subject:
             loss.backward()
             self.optimizer.step()
 
-    def timed_step(self) -> float:
+    def timed_step(self) -> tuple[float, float]:
+        """(wall-clock seconds, process CPU seconds) of one step."""
         _synchronize(self.config.device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         self.step()
         _synchronize(self.config.device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
     def state_bytes(self) -> int:
         """Bytes of the tensors alive between steps: weights, gradients, optimizer state, the batch."""
@@ -384,13 +402,17 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
                 subject.step()
             warmup_s.append(time.perf_counter() - start)
         times: list[list[float]] = [[] for _ in subjects]
+        cpu_times: list[list[float]] = [[] for _ in subjects]
         for round_index in range(config.repeats):
             order = range(len(subjects)) if round_index % 2 == 0 else reversed(range(len(subjects)))
             for index in order:
-                times[index].append(subjects[index].timed_step())
+                wall, cpu = subjects[index].timed_step()
+                times[index].append(wall)
+                cpu_times[index].append(cpu)
             say(f"round {round_index + 1}/{config.repeats}: " + ", ".join(f"{1e3 * t[-1]:.1f} ms" for t in times))
         measurements = [
-            Measurement(s.name, s.se_impl, config.batch, t, w) for s, t, w in zip(subjects, times, warmup_s)
+            Measurement(s.name, s.se_impl, config.batch, t, c, w)
+            for s, t, c, w in zip(subjects, times, cpu_times, warmup_s)
         ]
         if config.mode == "train" and config.memory:
             for subject, measurement in zip(subjects, measurements):
@@ -425,7 +447,8 @@ def format_result(result: BenchResult) -> str:
     if result.baseline is not None:
         lines.append(
             f"  time ratio model/baseline: {result.ratio:.3f} (median of paired rounds; "
-            f"medians {result.ratio_of_medians:.3f}, minima {result.ratio_of_minima:.3f})"
+            f"medians {result.ratio_of_medians:.3f}, minima {result.ratio_of_minima:.3f}); "
+            f"CPU time ratio {result.cpu_ratio:.3f}"
         )
         if result.memory_ratio is not None:
             lines.append(f"  peak memory ratio: {result.memory_ratio:.3f}")
@@ -436,7 +459,7 @@ def markdown_table(results: Sequence[BenchResult]) -> str:
     """A Markdown table of results, one row per (model, baseline, mode, compile) measurement."""
     header = (
         "| model | baseline | mode | exec | model ms (median / min) | baseline ms (median / min) "
-        "| ratio | ratio of minima | peak MB model / baseline | memory ratio |"
+        "| ratio | ratio of minima | CPU-time ratio | peak MB model / baseline | memory ratio |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
@@ -454,6 +477,7 @@ def markdown_table(results: Sequence[BenchResult]) -> str:
             f"| {'' if base is None else f'{base.median_ms:.1f} / {base.min_ms:.1f}'} "
             f"| {'' if r.ratio is None else f'{r.ratio:.3f}'} "
             f"| {'' if r.ratio_of_minima is None else f'{r.ratio_of_minima:.3f}'} "
+            f"| {'' if r.cpu_ratio is None else f'{r.cpu_ratio:.3f}'} "
             f"| {peak} | {'' if r.memory_ratio is None else f'{r.memory_ratio:.3f}'} |"
         )
     return "\n".join(lines)
