@@ -315,6 +315,41 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# senet bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from senet.analysis.benchmark import BenchConfig, format_result, run_bench
+    from senet.models import is_se_model, plain_twin
+
+    baseline = args.baseline
+    if baseline is None and is_se_model(args.model):
+        baseline = plain_twin(args.model)
+    config = BenchConfig(
+        model=args.model,
+        baseline=None if baseline == "none" else baseline,
+        mode=args.mode,
+        batch=args.batch,
+        input_size=args.input,
+        device=args.device,
+        compile=args.compile,
+        channels_last=args.channels_last,
+        amp=args.amp,
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        se_impl=args.se_impl,
+        baseline_se_impl=args.baseline_se_impl,
+        model_kwargs=model_kwargs(args),
+        memory=not args.no_memory,
+    )
+    progress = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
+    result = run_bench(config, progress)
+    print(json.dumps(result.as_dict(), indent=1) if args.json else format_result(result))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,7 +392,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per network (default: the demo recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, help="networks trained at once (default: 2 on 2+ cores)")
-    commands["demo"] = cmd_demo
+
+    p = sub.add_parser(
+        "bench",
+        help="time (and in training, memory) of a model against a baseline, measured interleaved",
+        description="Times MODEL and BASELINE alternately in one process after warm-up and reports median "
+        "and min time per step, images/s, training peak memory and the ratio model/baseline. BASELINE "
+        "defaults to the plain twin of an SE model ('none': the model alone). Compare the fused and the "
+        "straightforward SE on one network with --baseline MODEL --baseline-se-impl naive.",
+    )
+    p.add_argument("--model", required=True, help="registered model name, e.g. se_resnet50")
+    p.add_argument("--baseline", help="model to compare with (default: the plain twin; 'none' for no baseline)")
+    p.add_argument("--mode", choices=("infer", "train"), default="infer", help="forward only, or one SGD step")
+    p.add_argument("--batch", type=int, default=8, help="images per step (default: 8)")
+    p.add_argument("--input", type=int, help="input side in pixels (default: the model's own, e.g. 224)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models (warm-up compiles)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for models and inputs")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--repeats", type=int, default=10, help="timed rounds, one step of each model per round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each model first")
+    p.add_argument("--se-impl", choices=("fused", "naive"), default="fused", help="SE implementation of the model")
+    p.add_argument("--baseline-se-impl", choices=("fused", "naive"), help="SE implementation of the baseline (default: --se-impl)")
+    p.add_argument("--no-memory", action="store_true", help="skip the training memory measurement")
+    p.add_argument("--json", action="store_true", help="print one JSON object (model_ms, baseline_ms, ratio, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_model_args(p)
+    commands["bench"] = cmd_bench
+
 
     parser.set_defaults(_commands=commands)
     return parser

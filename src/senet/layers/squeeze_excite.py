@@ -7,6 +7,7 @@ the paper (`reduction`, `squeeze`, `gate`), never subclasses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
+from senet.layers.fused import fast_se_enabled, scale_add_act
 
 SQUEEZES = ("avg", "max", "none")
 GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
@@ -22,6 +24,11 @@ SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _global_forward_hooks() -> bool:
+    """Whether forward hooks are registered for every module (nn.modules.module.register_module_forward_hook)."""
+    return bool(getattr(nn.modules.module, "_global_forward_hooks", None))
 
 
 class ShapeError(SenetError):
@@ -66,9 +73,14 @@ class GlobalPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         dims = tuple(range(2, x.dim()))
-        if self.mode == "avg":
+        if self.mode == "max":
+            return x.amax(dims, keepdim=True)
+        if not fast_se_enabled():
             return x.mean(dims, keepdim=True)
-        return x.amax(dims, keepdim=True)
+        # Fast path: sum, then divide the pooled (N, C, 1, ...) tensor. The same arithmetic as x.mean
+        # (which sums and divides on CPU), but the backward hands x a broadcast view of the gradient
+        # instead of writing a full-size copy of it divided by H*W.
+        return x.sum(dims, keepdim=True).div_(math.prod(x.shape[2:]))
 
     def extra_repr(self) -> str:
         return self.mode
@@ -155,8 +167,28 @@ class SqueezeExcitation(nn.Module):
         s = self.act(self.bn(self.fc1(s)))
         return self.gate(self.fc2(s))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.excitation(x)
+    def forward(
+        self,
+        x: Tensor,
+        skip: Tensor | None = None,
+        act: Callable[[Tensor], Tensor] | None = None,
+        inplace: bool = False,
+    ) -> Tensor:
+        """x * s (Eq. 4); given `skip`, the whole merge of a residual unit, act(x * s + skip).
+
+        The excitation s always comes from calling the submodules (squeeze, fc1, bn, act, fc2, gate), so
+        hooks on them see s; only what follows (scale, sum, activation) is fused (`senet.layers.fused`).
+        `inplace=True` says x is the caller's intermediate: the result may be written into its memory and
+        x is not kept for the backward pass (see `scale_add_act`). Forward hooks on this module fire once
+        per call, and always see x as it came in (a hooked block never overwrites x).
+        """
+        s = self.excitation(x)
+        if skip is None:
+            out = x * s  # the scale alone: nothing to fuse it with
+            return out if act is None else act(out)
+        inplace = inplace and not self._forward_hooks and not _global_forward_hooks()
+        recompute = self.squeeze_mode == "avg" and isinstance(self.gate, nn.Sigmoid)
+        return scale_add_act(x, s, skip, act, inplace=inplace and recompute, recompute=recompute)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden_channels}, squeeze={self.squeeze_mode}"
@@ -264,14 +296,16 @@ class SEResidualUnit(nn.Module):
     def se_merge(
         self, residual: Tensor, shortcut: Tensor, act: Callable[[Tensor], Tensor] | None = None
     ) -> Tensor:
-        """act(residual + shortcut) with SE applied where `se_position` puts it."""
-        if self.se_position == "standard":
-            residual = self.se(residual)
-        elif self.se_position == "identity":
-            shortcut = self.se(shortcut)
-        out = residual + shortcut
-        if act is not None:
-            out = act(out)
+        """act(residual + shortcut) with SE applied where `se_position` puts it.
+
+        The scale, the sum and a ReLU run fused (`senet.layers.fused`); `residual` is consumed (its memory
+        may hold the result).
+        """
+        if self.se_position == "standard":  # relu(residual * s + shortcut), the release's Axpy layer
+            return self.se(residual, shortcut, act, inplace=True)
+        if self.se_position == "identity":
+            return self.se(shortcut, residual, act)
+        out = scale_add_act(residual, None, shortcut, act, inplace=True)
         if self.se_position == "post":
             out = self.se(out)
         return out

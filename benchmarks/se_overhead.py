@@ -1,0 +1,124 @@
+"""The standard table of SE's cost in time and memory (paper Sec. 4: 190 vs 209 ms per GPU training batch,
+164 vs 167 ms CPU inference), written as Markdown.
+
+Rows: SE-ResNet-50 vs ResNet-50 and SE-ResNeXt-50 vs ResNeXt-50, inference and training step, eager and
+torch.compile; then SE-ResNet-50's fused SE path against the straightforward formula on the same network.
+CPU always (fp32, batch 8 by default); CUDA too when a GPU is present (batch 256, bf16 autocast,
+channels_last: the setting of the GPU target). Every row is one `senet bench` measurement, models timed
+alternately in one process.
+
+    python benchmarks/se_overhead.py                       # the full table -> benchmarks/results/se_overhead.md
+    python benchmarks/se_overhead.py --no-compile --repeats 5 --output /tmp/table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from senet.analysis.benchmark import BenchConfig, BenchResult, environment, format_result, markdown_table, run_bench
+
+PAIRS = (("se_resnet50", "resnet50"), ("se_resnext50_32x4d", "resnext50_32x4d"))
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "se_overhead.md"
+
+
+def configs(args: argparse.Namespace) -> list[BenchConfig]:
+    """Every measurement of the table, in order."""
+    pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs else PAIRS
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    compiled = not args.no_compile
+    out = []
+    for device in devices:
+        gpu = device == "cuda"
+        base = BenchConfig(
+            model=pairs[0][0],
+            device=device,
+            batch=args.gpu_batch if gpu else args.batch,
+            input_size=args.input,
+            amp=gpu,
+            channels_last=gpu,
+            threads=None if gpu else args.threads,
+            repeats=args.repeats,
+            warmup=args.warmup,
+        )
+        for model, baseline in pairs:
+            for mode in ("infer", "train"):
+                out.append(base.replace(model=model, baseline=baseline, mode=mode))
+        # The fast path against the straightforward SE on the same network (eager only: compiled, both
+        # are the same formula, which Inductor fuses).
+        model = pairs[0][0]
+        for mode in ("infer", "train"):
+            out.append(base.replace(model=model, baseline=model, mode=mode, se_impl="fused", baseline_se_impl="naive"))
+        if compiled:
+            for model, baseline in pairs:
+                for mode in ("infer", "train"):
+                    out.append(base.replace(model=model, baseline=baseline, mode=mode, compile=True))
+    return out
+
+
+def settings_line(config: BenchConfig, threads: int) -> str:
+    precision = "bf16 autocast" if config.amp else "fp32"
+    layout = "channels_last" if config.channels_last else "NCHW"
+    side = config.input_size or 224
+    return (
+        f"{config.device.upper()}: batch {config.batch}, {side}x{side}, {precision}, {layout}, "
+        f"{threads} threads, {config.repeats} timed rounds after {config.warmup} warm-up steps"
+    )
+
+
+def render(results: list[BenchResult], command: str) -> str:
+    lines = ["# SE overhead: time and memory against the plain network", ""]
+    env = results[0].environment
+    lines.append(
+        f"Measured {datetime.date.today().isoformat()} with torch {env['torch']} on {env['cpu']} "
+        f"({env['cpu_count']} cores)" + (f", GPU {env['gpu']}" if "gpu" in env else "") + "."
+    )
+    lines += ["", f"Command: `{command}`", ""]
+    for device in dict.fromkeys(r.config.device for r in results):
+        rows = [r for r in results if r.config.device == device]
+        lines += [f"## {settings_line(rows[0].config, rows[0].environment['threads'])}", "", markdown_table(rows), ""]
+    lines += [
+        "ratio: model / baseline time per step, the median of per-round ratios (the two are timed back to "
+        "back each round); ratio of minima: of the fastest steps; CPU-time ratio: of the process CPU time "
+        "per step, median of per-round ratios (robust to losing cores to other processes). Peak MB: CUDA max_memory_allocated, or on CPU the peak of live tensor bytes of "
+        "one training step from the profiler's allocation events plus weights, optimizer state and batch. "
+        "Rows with one model name compare its fused SE path (model) with the straightforward formula "
+        "(baseline): ratio < 1 means the fused path is faster.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8, help="CPU batch (default 8)")
+    parser.add_argument("--gpu-batch", type=int, default=256, help="CUDA batch (default 256)")
+    parser.add_argument("--input", type=int, help="input side (default: the models' own, 224)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per row")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    parser.add_argument("--no-compile", action="store_true", help="eager rows only")
+    parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    parser.add_argument("--pairs", nargs="+", metavar="SE:PLAIN", help="model pairs instead of the standard two")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"Markdown file (default {DEFAULT_OUTPUT})")
+    args = parser.parse_args(argv)
+
+    command = "python benchmarks/se_overhead.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results = []
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    for config in configs(args):
+        result = run_bench(config, progress=lambda message: print(f"    {message}", file=sys.stderr, flush=True))
+        print(format_result(result), flush=True)
+        results.append(result)
+        args.output.write_text(render(results, command.strip()))  # after every row: a long run keeps its rows
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

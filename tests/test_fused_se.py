@@ -1,0 +1,338 @@
+"""The fused SE merge (senet.layers.fused): same results as the straightforward formula, forward and
+backward, in every integration position, memory format, dimensionality and squeeze; less memory kept;
+hooks and complexity counts unchanged; traceable by torch.compile without graph breaks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import senet
+from senet.layers import SEConfig, SqueezeExcitation, fast_se, fast_se_enabled, scale_add_act
+from senet.layers.fused import _ScaleAddReLU
+from senet.models.resnet import BasicBlock, Bottleneck
+
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+def _run(module: nn.Module, inputs: list[torch.Tensor], fused: bool):
+    """Output and gradients (inputs, then parameters) of module(*inputs) under one implementation."""
+    module = copy.deepcopy(module)
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    with fast_se(fused):
+        out = module(*inputs)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)
+    (out * weight).sum().backward()
+    grads = [t.grad for t in inputs] + [p.grad for p in module.parameters()]
+    return out.detach(), grads, module
+
+
+def assert_same(module: nn.Module, inputs: list[torch.Tensor], tol: float = 1e-10) -> None:
+    """Fused and straightforward runs agree in float64 (outputs, every gradient, BN running statistics)."""
+    out_fused, grads_fused, fused = _run(module, inputs, True)
+    out_naive, grads_naive, naive = _run(module, inputs, False)
+    torch.testing.assert_close(out_fused, out_naive, atol=tol, rtol=tol)
+    for got, want in zip(grads_fused, grads_naive):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    for (name, got), want in zip(fused.state_dict().items(), naive.state_dict().values()):
+        torch.testing.assert_close(got, want, atol=tol, rtol=tol, msg=name)
+
+
+# --- the autograd function -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("overwrite,recompute", [(False, False), (False, True), (True, True)])
+@pytest.mark.parametrize("shape,scale_shape", [((2, 3, 4), (2, 3, 1)), ((2, 3, 3, 2), (2, 3, 1, 1)), ((2, 2, 2, 2, 2), (2, 2, 1, 1, 1)), ((2, 3, 2, 2), (2, 3, 2, 2))])
+def test_gradcheck(relu, overwrite, recompute, shape, scale_shape):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    skip = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(scale_shape, dtype=torch.float64).add(0.05).requires_grad_()
+
+    def fused(x, scale, skip):
+        return _ScaleAddReLU.apply(x * 1.0, scale, skip, relu, overwrite, recompute)  # x * 1.0: not a leaf
+
+    assert torch.autograd.gradcheck(fused, (x, scale, skip))
+    reference = torch.relu(x * scale + skip) if relu else x * scale + skip
+    torch.testing.assert_close(fused(x, scale, skip), reference)
+
+
+def test_gradcheck_channels_last():
+    x = torch.randn(2, 3, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    skip = torch.randn(2, 3, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    scale = torch.rand(2, 3, 1, 1, dtype=torch.float64).add(0.05).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, s, k: _ScaleAddReLU.apply(x * 1.0, s, k, True, True, True), (x, scale, skip))
+
+
+def test_underflowed_sigmoid_gives_finite_gradients():
+    """s == 0 (sigmoid of a very negative logit): x cannot be recomputed there, but s'(z) = 0 too."""
+    logits = torch.tensor([[-200.0, 0.5]]).view(1, 2, 1, 1).requires_grad_()
+    x = torch.randn(1, 2, 3, 3, requires_grad=True)
+    skip = torch.randn(1, 2, 3, 3).abs().requires_grad_()
+    grads = {}
+    for fused in (True, False):
+        with fast_se(fused):
+            out = scale_add_act(x.mul(1.0), torch.sigmoid(logits), skip, nn.ReLU(), inplace=True, recompute=True)
+        grads[fused] = torch.autograd.grad(out.sum(), (logits, x, skip))
+    for got, want in zip(grads[True], grads[False]):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want)
+
+
+# --- the SE module and the residual merge ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("squeeze", ["avg", "max", "none"])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("act", ["relu", "none", "silu"])
+def test_module_matches_formula(dims, squeeze, channels_last, act):
+    if channels_last and dims == 1:
+        pytest.skip("no channels-last format for 1-D")
+    se = SqueezeExcitation(8, 4, squeeze=squeeze, dims=dims).double()
+    activation = {"relu": nn.ReLU(inplace=True), "none": None, "silu": nn.SiLU()}[act]
+    shape = (2, 8) + (5, 4, 3)[:dims]
+    x, skip = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x, skip = (t.contiguous(memory_format=CHANNELS_LAST[dims]) for t in (x, skip))
+
+    class Merge(nn.Module):  # x is consumed, as in a residual unit
+        def __init__(self):
+            super().__init__()
+            self.se = se
+
+        def forward(self, x, skip):
+            return self.se(x * 1.0, skip, activation, inplace=True)
+
+    assert_same(Merge(), [x, skip])
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid", "tanh", "relu"])
+def test_every_gate_matches_formula(gate):
+    unit = Bottleneck(16, 4, se=SEConfig(reduction=4, gate=gate)).double()
+    assert_same(unit, [torch.randn(3, 16, 6, 6, dtype=torch.float64)])
+
+
+@pytest.mark.parametrize("position", ["standard", "pre", "post", "identity", "3x3", None])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("block", [Bottleneck, BasicBlock])
+@pytest.mark.parametrize("downsample", [False, True])
+def test_residual_unit_matches_formula(position, dims, channels_last, block, downsample):
+    if channels_last and dims == 1:
+        pytest.skip("no channels-last format for 1-D")
+    conv, norm = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d), 3: (nn.Conv3d, nn.BatchNorm3d)}[dims]
+    planes = 8
+    out_channels = planes * block.expansion
+    in_channels = 16 if downsample else out_channels
+    projection = nn.Sequential(conv(in_channels, out_channels, 1, 2, bias=False), norm(out_channels)) if downsample else None
+    se = None if position is None else SEConfig(reduction=4, position=position)
+    unit = block(in_channels, planes, stride=2 if downsample else 1, downsample=projection, se=se, dims=dims).double()
+    for module in unit.modules():  # non-trivial BN affine parameters
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    x = torch.randn((3, in_channels) + (6, 5, 4)[:dims], dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=CHANNELS_LAST[dims])
+        unit = unit.to(memory_format=CHANNELS_LAST[dims])
+    assert_same(unit, [x])
+
+
+@pytest.mark.parametrize("name,size", [("se_resnet18", 64), ("se_resnet20", 32), ("se_resnet164", 32), ("resnet18", 64)])
+def test_whole_networks_match_formula(name, size):
+    # At least 2x2 maps in the last stage: training-mode BN over a batch of two 1x1 maps is so
+    # ill-conditioned that it turns float64 rounding differences into 1e-7 (either implementation).
+    model = senet.create_model(name, num_classes=5).double()
+    assert_same(model, [torch.randn(2, 3, size, size, dtype=torch.float64)], tol=1e-8)
+    assert_same(model.eval(), [torch.randn(2, 3, size, size, dtype=torch.float64)], tol=1e-8)
+
+
+def test_inference_matches_and_leaves_inputs_alone():
+    model = senet.create_model("se_resnet18", num_classes=5).eval()
+    x = torch.randn(2, 3, 40, 40)
+    copy_of_x = x.clone()
+    with torch.inference_mode():
+        fused = model(x)
+        with fast_se(False):
+            naive = model(x)
+    torch.testing.assert_close(fused, naive)
+    assert torch.equal(x, copy_of_x)
+
+
+def test_one_module_one_state_dict():
+    """The fast path is an implementation detail: no new parameters, buffers or modules."""
+    model = senet.create_model("se_resnet50")
+    names = [n for n, _ in senet.create_model("se_resnet50").named_modules()]
+    with fast_se(False):
+        assert [n for n, _ in model.named_modules()] == names
+    assert sum(p.numel() for p in model.parameters()) == 28_088_024
+
+
+def test_switch_restores_and_nests():
+    assert fast_se_enabled()
+    with fast_se(False):
+        assert not fast_se_enabled()
+        with fast_se(True):
+            assert fast_se_enabled()
+        assert not fast_se_enabled()
+    assert fast_se_enabled()
+    with pytest.raises(RuntimeError), fast_se(False):
+        raise RuntimeError
+    assert fast_se_enabled()
+
+
+# --- in-place and memory ----------------------------------------------------------------------------
+
+
+def test_result_written_into_the_residual():
+    unit = Bottleneck(32, 8, se=SEConfig(reduction=4))
+    captured = {}
+    unit.bn3.register_forward_hook(lambda m, i, o: captured.__setitem__("residual", o.data_ptr()))
+    out = unit(torch.randn(2, 32, 5, 5))
+    assert out.data_ptr() == captured["residual"]
+    out.sum().backward()  # autograd accepted the in-place write
+
+
+def _saved_bytes(unit: nn.Module, x: torch.Tensor, fused: bool) -> int:
+    """Bytes of distinct storages autograd keeps for one unit's backward, leaving out its parameters."""
+    storages: dict[int, int] = {}
+    parameters = {p.untyped_storage().data_ptr() for p in unit.parameters()}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with fast_se(fused), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unit(x)
+    return sum(size for ptr, size in storages.items() if ptr not in parameters)
+
+
+def test_no_extra_full_size_activation_is_kept():
+    """Identity-shortcut unit: fused SE keeps what the plain unit keeps plus vectors; naive keeps one more
+    block-output-sized tensor (the unscaled residual)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, 14, 14, requires_grad=True)
+    full = x.numel() * 4
+    plain = _saved_bytes(Bottleneck(64, 16), x, True)
+    se_unit = Bottleneck(64, 16, se=SEConfig())
+    fused, naive = _saved_bytes(se_unit, x, True), _saved_bytes(se_unit, x, False)
+    assert fused - plain < full / 20  # pooled input, excitation: (N, C) vectors
+    assert naive - fused >= full
+
+
+# --- hooks, complexity, compilers ----------------------------------------------------------------------
+
+
+def test_hooks_fire_once_and_see_the_excitation():
+    model = senet.create_model("se_resnet18", num_classes=5)
+    calls, gates, inputs = [], {}, {}
+    for name, module in model.named_modules():
+        if isinstance(module, SqueezeExcitation):
+            module.register_forward_hook(lambda m, i, o, name=name: (calls.append(name), inputs.__setitem__(name, i[0].clone())) and None)
+            module.gate.register_forward_hook(lambda m, i, o, name=name: gates.__setitem__(name, o.detach().clone()))
+    residuals = {}
+    for name, module in model.named_modules():
+        if isinstance(module, BasicBlock):
+            module.bn2.register_forward_hook(lambda m, i, o, name=name: residuals.__setitem__(name + ".se", o.detach().clone()))
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert sorted(calls) == sorted(n for n, m in model.named_modules() if isinstance(m, SqueezeExcitation))
+    for name, module in model.named_modules():
+        if isinstance(module, SqueezeExcitation):
+            torch.testing.assert_close(inputs[name], residuals[name])  # the hooked block did not overwrite x
+            with torch.no_grad():
+                torch.testing.assert_close(gates[name], module.excitation(residuals[name]))
+
+
+def test_complexity_unchanged():
+    with torch.device("meta"):
+        model = senet.create_model("se_resnet50")
+    stats = senet.complexity(model)
+    assert stats.params == 28_088_024
+    assert round(stats.macs / 1e9, 3) == 3.872
+
+
+def test_trace_matches():
+    model = senet.create_model("se_resnet18", num_classes=5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    traced = torch.jit.trace(model, x)
+    torch.testing.assert_close(traced(x), model(x))
+
+
+def test_no_graph_breaks_under_torch_compile():
+    import torch._dynamo
+
+    for position in ("standard", "identity"):
+        model = senet.create_model("se_resnet20", se_position=position)
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 16, 16))
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        assert explanation.graph_count == 1
+
+
+def test_fused_function_itself_traces_without_graph_breaks():
+    import torch._dynamo
+
+    def merge(x, scale, skip):
+        return _ScaleAddReLU.apply(x * 1.0, scale, skip, True, True, True)
+
+    args = (torch.randn(2, 4, 3, 3, requires_grad=True), torch.rand(2, 4, 1, 1, requires_grad=True), torch.randn(2, 4, 3, 3))
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(merge)(*args)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager():
+    model = senet.create_model("se_resnet20", num_classes=5).double()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    eager_out, eager_grads, _ = _run(model, [x], True)
+    compiled_model = copy.deepcopy(model)
+    out = torch.compile(compiled_model)(x)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)
+    (out * weight).sum().backward()
+    torch.testing.assert_close(out, eager_out)
+    for got, want in zip((p.grad for p in compiled_model.parameters()), eager_grads[1:]):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_squeeze_is_the_mean(channels_last):
+    """The fast squeeze (sum, then divide the pooled tensor) is bit-identical to x.mean, forward and backward."""
+    x = torch.randn(3, 8, 7, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    pool = senet.layers.GlobalPool("avg")
+    results = {}
+    for fused in (True, False):
+        leaf = x.clone().requires_grad_()
+        with fast_se(fused):
+            pooled = pool(leaf)
+        pooled.backward(torch.arange(24.0).view(3, 8, 1, 1))
+        results[fused] = (pooled, leaf.grad)
+    assert torch.equal(results[True][0], x.mean((2, 3), keepdim=True))
+    assert torch.equal(results[True][0], results[False][0]) and torch.equal(results[True][1], results[False][1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_matches_formula(channels_last):
+    """On a GPU: fp32 results equal the formula; under bf16 autocast (x kept, no recompute) they agree to bf16."""
+    model = senet.create_model("se_resnet18", num_classes=5).cuda()
+    x = torch.randn(4, 3, 64, 64, device="cuda")
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    out_fused, grads_fused, _ = _run(model, [x], True)
+    out_naive, grads_naive, _ = _run(model, [x], False)
+    torch.testing.assert_close(out_fused, out_naive, atol=1e-4, rtol=1e-4)
+    for got, want in zip(grads_fused, grads_naive):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out_fused, _, _ = _run(model, [x], True)
+        out_naive, _, _ = _run(model, [x], False)
+    torch.testing.assert_close(out_fused.float(), out_naive.float(), atol=5e-2, rtol=5e-2)
