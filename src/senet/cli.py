@@ -392,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per network (default: the demo recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, help="networks trained at once (default: 2 on 2+ cores)")
+    commands["demo"] = cmd_demo
 
     p = sub.add_parser(
         "bench",
