@@ -86,14 +86,14 @@ def test_underflowed_sigmoid_gives_finite_gradients():
 
 # --- the SE module and the residual merge ------------------------------------------------------------
 
+# Channels-last memory formats exist for 2-D and 3-D inputs only.
+DIMS_AND_FORMATS = [(1, False), (2, False), (2, True), (3, False), (3, True)]
 
-@pytest.mark.parametrize("dims", [1, 2, 3])
+
+@pytest.mark.parametrize("dims, channels_last", DIMS_AND_FORMATS)
 @pytest.mark.parametrize("squeeze", ["avg", "max", "none"])
-@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("act", ["relu", "none", "silu"])
 def test_module_matches_formula(dims, squeeze, channels_last, act):
-    if channels_last and dims == 1:
-        pytest.skip("no channels-last format for 1-D")
     se = SqueezeExcitation(8, 4, squeeze=squeeze, dims=dims).double()
     activation = {"relu": nn.ReLU(inplace=True), "none": None, "silu": nn.SiLU()}[act]
     shape = (2, 8) + (5, 4, 3)[:dims]
@@ -119,13 +119,10 @@ def test_every_gate_matches_formula(gate):
 
 
 @pytest.mark.parametrize("position", ["standard", "pre", "post", "identity", "3x3", None])
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dims, channels_last", DIMS_AND_FORMATS)
 @pytest.mark.parametrize("block", [Bottleneck, BasicBlock])
 @pytest.mark.parametrize("downsample", [False, True])
 def test_residual_unit_matches_formula(position, dims, channels_last, block, downsample):
-    if channels_last and dims == 1:
-        pytest.skip("no channels-last format for 1-D")
     conv, norm = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d), 3: (nn.Conv3d, nn.BatchNorm3d)}[dims]
     planes = 8
     out_channels = planes * block.expansion
