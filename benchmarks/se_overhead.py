@@ -7,7 +7,8 @@ CPU always (fp32, batch 8 by default); CUDA too when a GPU is present (batch 256
 channels_last: the setting of the GPU target). Every row is one `senet bench` measurement, models timed
 alternately in one process.
 
-    python benchmarks/se_overhead.py                       # the full table -> benchmarks/results/se_overhead.md
+    python benchmarks/se_overhead.py                       # CPU (and CUDA if present) -> benchmarks/results/
+    python benchmarks/se_overhead.py --devices cuda        # the GPU table only -> results/se_overhead_cuda.md
     python benchmarks/se_overhead.py --no-compile --repeats 5 --output /tmp/table.md
 """
 
@@ -24,14 +25,19 @@ import torch
 from senet.analysis.benchmark import BenchConfig, BenchResult, environment, format_result, markdown_table, run_bench
 
 PAIRS = (("se_resnet50", "resnet50"), ("se_resnext50_32x4d", "resnext50_32x4d"))
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "se_overhead.md"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def default_output(devices: list[str]) -> Path:
+    """results/se_overhead_cpu.md, results/se_overhead_cuda.md, or se_overhead_cpu_cuda.md for both."""
+    return RESULTS / f"se_overhead_{'_'.join(devices)}.md"
 
 
 def configs(args: argparse.Namespace) -> list[BenchConfig]:
     """Every measurement of the table, in order."""
     pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs else PAIRS
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
-    compiled = not args.no_compile
+    devices = resolve_devices(args)
+    execs = ["eager"] if args.no_compile else args.exec
     out = []
     for device in devices:
         gpu = device == "cuda"
@@ -46,19 +52,29 @@ def configs(args: argparse.Namespace) -> list[BenchConfig]:
             repeats=args.repeats,
             warmup=args.warmup,
         )
-        for model, baseline in pairs:
+        if "eager" in execs:
+            for model, baseline in pairs:
+                for mode in ("infer", "train"):
+                    out.append(base.replace(model=model, baseline=baseline, mode=mode))
+            # The fast path against the straightforward SE on the same network (eager only: compiled, both
+            # are the same formula, which Inductor fuses).
+            model = pairs[0][0]
             for mode in ("infer", "train"):
-                out.append(base.replace(model=model, baseline=baseline, mode=mode))
-        # The fast path against the straightforward SE on the same network (eager only: compiled, both
-        # are the same formula, which Inductor fuses).
-        model = pairs[0][0]
-        for mode in ("infer", "train"):
-            out.append(base.replace(model=model, baseline=model, mode=mode, se_impl="fused", baseline_se_impl="naive"))
-        if compiled:
+                out.append(base.replace(model=model, baseline=model, mode=mode, se_impl="fused", baseline_se_impl="naive"))
+        if "compiled" in execs:
             for model, baseline in pairs:
                 for mode in ("infer", "train"):
                     out.append(base.replace(model=model, baseline=baseline, mode=mode, compile=True))
     return out
+
+
+def resolve_devices(args: argparse.Namespace) -> list[str]:
+    """The devices to measure: --devices as given, else the CPU and, when present, CUDA."""
+    if args.devices:
+        if "cuda" in args.devices and not torch.cuda.is_available():
+            raise SystemExit("se_overhead.py: --devices cuda: no CUDA device is available here; use --devices cpu")
+        return list(dict.fromkeys(args.devices))
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
 
 
 def settings_line(config: BenchConfig, threads: int) -> str:
@@ -85,7 +101,7 @@ def render(results: list[BenchResult], command: str) -> str:
     lines += [
         "ratio: model / baseline time per step, the median of per-round ratios (the two are timed back to "
         "back each round); ratio of minima: of the fastest steps; CPU-time ratio: of the process CPU time "
-        "per step, median of per-round ratios (robust to losing cores to other processes). Peak MB: CUDA max_memory_allocated, or on CPU the peak of live tensor bytes of "
+        "per step, median of per-round ratios (robust to losing cores to other processes). Peak MB: on CUDA the rise of max_memory_allocated over one step plus weights, optimizer state and batch; on CPU the peak of live tensor bytes of "
         "one training step from the profiler's allocation events plus weights, optimizer state and batch. "
         "Rows with one model name compare its fused SE path (model) with the straightforward formula "
         "(baseline): ratio < 1 means the fused path is faster.",
@@ -102,11 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds per row")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
-    parser.add_argument("--no-compile", action="store_true", help="eager rows only")
+    parser.add_argument("--no-compile", action="store_true", help="eager rows only (--exec eager)")
+    parser.add_argument("--exec", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"],
+                        help="execution modes measured (default both)")
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), help="devices to measure (default: cpu, and cuda when present)")
     parser.add_argument("--pairs", nargs="+", metavar="SE:PLAIN", help="model pairs instead of the standard two")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"Markdown file (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--output", type=Path, help="Markdown file (default: results/se_overhead_<devices>.md)")
     args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = default_output(resolve_devices(args))
 
     command = "python benchmarks/se_overhead.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = []

@@ -318,8 +318,10 @@ def test_squeeze_is_the_mean(channels_last):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_cuda_matches_formula(channels_last):
+def test_cuda_matches_formula(channels_last, monkeypatch):
     """On a GPU: fp32 results equal the formula; under bf16 autocast (x kept, no recompute) they agree to bf16."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # exact fp32 convolutions
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = senet.create_model("se_resnet18", num_classes=5).cuda()
     x = torch.randn(4, 3, 64, 64, device="cuda")
     if channels_last:

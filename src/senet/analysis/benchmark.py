@@ -12,7 +12,8 @@ medians and of the minima). The process's CPU time per step (all threads) is rec
 loses its cores to another process for a while takes longer, but uses little more CPU time, so the CPU-
 time ratio is a second, contention-robust view of the same cost.
 
-Training peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one step. On CPU there is no
+Training peak memory: on CUDA, the rise of `torch.cuda.max_memory_allocated` over one step above what
+was allocated before it, plus the subject's weights, optimizer state and batch. On CPU there is no
 allocator statistic, so the profiler's allocation events of one step are replayed to find the peak of
 live tensor bytes, to which the bytes alive before the step (weights, optimizer state, batch) are added.
 The bytes of the tensors autograd keeps for the backward pass (activations) are counted separately
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import platform
 import statistics
@@ -274,11 +276,15 @@ class _Subject:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.device == "cuda":
+            # The allocator's peak counts every tensor of the process (the other subject's too): take
+            # what this step adds to what was allocated before it, plus this subject's own state.
+            gc.collect()
             torch.cuda.synchronize()
+            state, allocated = self.state_bytes(), torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
             self.step()
             torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
+            peak = state + torch.cuda.max_memory_allocated() - allocated
         else:
             before = self.state_bytes()
             peak = before + cpu_peak_bytes(self.step)
@@ -385,6 +391,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     if config.device == "cuda" and not torch.cuda.is_available():
         raise SenetError("--device cuda: no CUDA device is available here; use --device cpu")
     say = progress or (lambda message: None)
+    if config.device == "cuda":  # what earlier measurements left in the caching allocator
+        gc.collect()
+        torch.cuda.empty_cache()
 
     with _num_threads(config.threads):
         subjects = [_Subject(config.model, config.model_kwargs, config.se_impl, config)]

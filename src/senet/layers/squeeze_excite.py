@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
-from senet.layers.fused import fast_se_enabled, scale_add_act
+from senet.layers.fused import MergeLink, _straightforward, fast_se_enabled, scale_add_act, squeeze_avg
 
 SQUEEZES = ("avg", "max", "none")
 GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
@@ -80,7 +80,9 @@ class GlobalPool(nn.Module):
         # Fast path: sum, then divide the pooled (N, C, 1, ...) tensor. The same arithmetic as x.mean
         # (which sums and divides on CPU), but the backward hands x a broadcast view of the gradient
         # instead of writing a full-size copy of it divided by H*W.
-        return x.sum(dims, keepdim=True).div_(math.prod(x.shape[2:]))
+        if _straightforward():
+            return x.sum(dims, keepdim=True).div_(math.prod(x.shape[2:]))
+        return squeeze_avg(x)
 
     def extra_repr(self) -> str:
         return self.mode
@@ -159,11 +161,11 @@ class SqueezeExcitation(nn.Module):
                 f"(input shape {tuple(x.shape)}); build it with channels={x.shape[1]} or fix the input"
             )
 
-    def excitation(self, x: Tensor) -> Tensor:
+    def excitation(self, x: Tensor, link: MergeLink | None = None) -> Tensor:
         """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'."""
         if not torch.jit.is_scripting() and not torch.jit.is_tracing():
             self.check_input(x)
-        s = self.squeeze(x)
+        s = self.squeeze(x) if link is None else squeeze_avg(x, link)
         s = self.act(self.bn(self.fc1(s)))
         return self.gate(self.fc2(s))
 
@@ -182,13 +184,24 @@ class SqueezeExcitation(nn.Module):
         x is not kept for the backward pass (see `scale_add_act`). Forward hooks on this module fire once
         per call, and always see x as it came in (a hooked block never overwrites x).
         """
-        s = self.excitation(x)
         if skip is None:
-            out = x * s  # the scale alone: nothing to fuse it with
+            out = x * self.excitation(x)  # the scale alone: nothing to fuse it with
             return out if act is None else act(out)
+        unhooked = not _global_forward_hooks() and not self._hooked()
+        link = None
+        if unhooked and self.squeeze_mode == "avg" and x.requires_grad and torch.is_grad_enabled() and not _straightforward():
+            link = MergeLink()  # the squeeze's backward writes dL/dx (see MergeLink)
+        s = self.excitation(x, link)
         inplace = inplace and not self._forward_hooks and not _global_forward_hooks()
         recompute = self.squeeze_mode == "avg" and isinstance(self.gate, nn.Sigmoid)
-        return scale_add_act(x, s, skip, act, inplace=inplace and recompute, recompute=recompute)
+        return scale_add_act(x, s, skip, act, inplace=inplace and recompute, recompute=recompute, link=link)
+
+    def _hooked(self) -> bool:
+        """Whether any hook watches this block or its parts (then every part is called as a module)."""
+        return any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
+            for m in self.modules()
+        )
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden_channels}, squeeze={self.squeeze_mode}"

@@ -1,0 +1,117 @@
+"""The Triton kernels of the SE merge (senet.layers.triton_se) against PyTorch's formula.
+
+They run on a CUDA device, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1 pytest
+tests/test_triton_se.py``, with Triton installed); otherwise they skip (CPU-only installs have no Triton
+and never take the kernels' path).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import senet
+from senet.layers import fast_se
+from senet.layers import triton_se
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(
+    not triton_se.available() or not (torch.cuda.is_available() or triton_se._INTERPRETING),
+    reason="needs Triton and a CUDA device (or TRITON_INTERPRET=1)",
+)
+
+SHAPES = {  # name: (shape, memory format)
+    "nchw": ((3, 40, 5, 7), torch.contiguous_format),
+    "nhwc": ((3, 40, 5, 7), torch.channels_last),
+    "ncl": ((2, 24, 33), torch.contiguous_format),
+    "ndhwc": ((2, 20, 3, 4, 5), torch.channels_last_3d),
+    "wide": ((2, 300, 2, 3), torch.channels_last),
+}
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+def _tensor(shape, fmt, dtype, *, positive=False):
+    t = torch.rand(shape, device=DEVICE) + 0.05 if positive else torch.randn(shape, device=DEVICE)
+    return t.to(dtype).contiguous(memory_format=fmt)
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+@pytest.mark.parametrize("layout", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("full_shift", [True, False])
+def test_scale_shift(layout, dtype, relu, full_shift):
+    shape, fmt = SHAPES[layout]
+    x = _tensor(shape, fmt, dtype)
+    scale = _tensor(shape[:2] + (1,) * (len(shape) - 2), torch.contiguous_format, dtype, positive=True)
+    shift = _tensor(shape, fmt, dtype) if full_shift else _tensor(scale.shape, torch.contiguous_format, dtype)
+    assert triton_se.supported(x, *([shift] if full_shift else []), scale=scale)
+    want = torch.addcmul(shift.float(), x.float(), scale.float())
+    want = want.relu() if relu else want
+    got = triton_se.scale_shift(x, scale, shift, relu=relu)
+    assert got.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(got.float(), want, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+    inplace = x.clone(memory_format=fmt)
+    assert triton_se.scale_shift(inplace, scale, shift, relu=relu, out=inplace) is inplace
+    torch.testing.assert_close(inplace, got, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("layout", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("relu,recompute", [(True, False), (True, True), (False, False)])
+def test_merge_backward(layout, dtype, relu, recompute):
+    shape, fmt = SHAPES[layout]
+    x, skip = _tensor(shape, fmt, dtype), _tensor(shape, fmt, dtype)
+    scale = _tensor(shape[:2] + (1,) * (len(shape) - 2), torch.contiguous_format, dtype, positive=True)
+    out = torch.addcmul(skip, x, scale)
+    out = out.relu() if relu else out
+    grad_out = _tensor(shape, fmt, dtype)
+    g, grad_x, grad_scale = triton_se.merge_backward(
+        grad_out, out, skip if recompute else x, scale, relu=relu, recompute=recompute, grad_x=True
+    )
+    want_g = torch.where(out > 0, grad_out, 0) if relu else grad_out
+    tol = TOLERANCE[dtype]
+    torch.testing.assert_close(g, want_g, atol=0, rtol=0)
+    torch.testing.assert_close(grad_x.float(), want_g.float() * scale.float(), atol=tol, rtol=tol)
+    want_scale = (want_g.double() * x.double()).sum_to_size(scale.shape)
+    assert grad_scale.dtype == scale.dtype and grad_scale.shape == scale.shape
+    # bf16 recompute divides a difference of rounded values: compare relative to the gradient's size
+    torch.testing.assert_close(grad_scale.double(), want_scale, atol=tol * want_scale.abs().max().item() * (10 if recompute else 1), rtol=tol)
+    g2, none, _ = triton_se.merge_backward(grad_out, out, x, scale, relu=relu, recompute=False, grad_x=False)
+    assert none is None and torch.equal(g2, g)
+
+
+def test_other_layouts_and_scales_are_not_taken():
+    x = torch.randn(2, 4, 3, 3, device=DEVICE)
+    assert not triton_se.supported(x, x.transpose(2, 3))  # a different memory layout
+    assert not triton_se.supported(x, x, scale=torch.rand(2, 4, 3, 3, device=DEVICE))  # squeeze "none"
+    assert not triton_se.supported(x.to(torch.float64))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_se_resnet_step_matches_formula(channels_last):
+    """A whole SE-ResNet training step through the kernels equals the straightforward formula."""
+    model = senet.create_model("se_resnet18", num_classes=5).to(DEVICE)
+    x = torch.randn(4, 3, 32, 32, device=DEVICE)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for fused in (True, False):
+        net = copy.deepcopy(model)
+        with fast_se(fused):
+            out = net(x)
+            out.square().mean().backward()
+        results.append((out.detach(), [p.grad for p in net.parameters()]))
+    (out_f, grads_f), (out_n, grads_n) = results
+    torch.testing.assert_close(out_f, out_n, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads_f, grads_n):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
