@@ -44,6 +44,23 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
+def host_ms(subject: _Subject, steps: int, device: str) -> tuple[float, float]:
+    """(ms the host takes to issue one step, ms the step takes to finish), medians, outside the profiler.
+    Where the two are close, the step is bound by the host (Python, launches), not by the device."""
+    issue, total = [], []
+    for _ in range(steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        subject.step()
+        issued = time.perf_counter()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        issue.append(1e3 * (issued - start))
+        total.append(1e3 * (time.perf_counter() - start))
+    return sorted(issue)[steps // 2], sorted(total)[steps // 2]
+
+
 def profile_subject(subject: _Subject, steps: int, device: str) -> tuple[dict[str, float], dict[str, int], float]:
     """(microseconds per step by kernel/operator name, calls per step, wall ms per step)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -103,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     config = BenchConfig(model=args.model, baseline=args.baseline, mode=args.mode, batch=args.batch,
                          input_size=args.input, device=args.device, amp=args.amp,
                          channels_last=args.channels_last, threads=args.threads, compile=args.compile)
-    results = {}
+    results, hosts = {}, {}
     for label, name, impl in (("model", args.model, args.se_impl),
                               ("baseline", args.baseline, args.baseline_se_impl or args.se_impl)):
         subject = _Subject(name, {}, impl, config)
         for _ in range(args.warmup):
             subject.step()
+        hosts[label] = host_ms(subject, max(args.steps, 5), args.device)
         results[label] = profile_subject(subject, args.steps, args.device)
         del subject
         if args.device == "cuda":
@@ -127,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
         "",
         f"wall ms per step (under the profiler): model {m_wall:.1f}, baseline {b_wall:.1f}, ratio {m_wall / b_wall:.3f}",
+        f"without the profiler, ms to issue a step / to finish it: model {hosts['model'][0]:.1f} / "
+        f"{hosts['model'][1]:.1f}, baseline {hosts['baseline'][0]:.1f} / {hosts['baseline'][1]:.1f}",
         f"summed {unit} ms per step: model {m_total:.1f}, baseline {b_total:.1f}, ratio {m_total / b_total:.3f}, "
         f"difference {m_total - b_total:+.1f}",
         f"{unit} launches per step: model {sum(m_calls.values())}, baseline {sum(b_calls.values())}",

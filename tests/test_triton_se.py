@@ -113,5 +113,5 @@ def test_se_resnet_step_matches_formula(channels_last):
         results.append((out.detach(), [p.grad for p in net.parameters()]))
     (out_f, grads_f), (out_n, grads_n) = results
     torch.testing.assert_close(out_f, out_n, atol=1e-5, rtol=1e-5)
-    for got, want in zip(grads_f, grads_n):
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+    for got, want in zip(grads_f, grads_n):  # float32 sums in another order: compare relative to the norm
+        assert (got - want).norm() <= 1e-4 * want.norm() + 1e-7

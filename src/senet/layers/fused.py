@@ -133,29 +133,28 @@ class _SqueezeAvg(torch.autograd.Function):
     """z = mean of x over space, whose backward also adds in the merge's share of dL/dx (see MergeLink)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, link: MergeLink | None):
-        dims = tuple(range(2, x.dim()))
-        area = math.prod(x.shape[2:])
-        ctx.area, ctx.shape, ctx.link = area, x.shape, link
-        return x.sum(dims, keepdim=True).div_(area)
+    def forward(ctx, x: Tensor, link: MergeLink | None, dtype: torch.dtype | None):
+        ctx.area, ctx.shape, ctx.dtype, ctx.link = math.prod(x.shape[2:]), x.shape, x.dtype, link
+        return x.mean(tuple(range(2, x.dim())), keepdim=True, dtype=dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_z: Tensor):
-        grad_z = grad_z / ctx.area
         link = ctx.link
         if link is None or link.grad is None:
-            return grad_z.expand(ctx.shape), None  # a broadcast view: nothing full-size is written
+            grad = (grad_z / ctx.area).to(ctx.dtype)
+            return grad.expand(ctx.shape), None, None  # a broadcast view: nothing full-size is written
         g, scale = link.grad, link.scale
         link.grad = link.scale = None
         if triton_se.supported(g, scale=scale):
-            return triton_se.scale_shift(g, scale.to(g.dtype), grad_z.to(g.dtype), relu=False), None
-        return torch.addcmul(grad_z.to(g.dtype), g, scale), None
+            return triton_se.scale_shift(g, scale, grad_z, relu=False, shift_factor=1 / ctx.area), None, None
+        return torch.addcmul((grad_z / ctx.area).to(g.dtype), g, scale.to(g.dtype)), None, None
 
 
-def squeeze_avg(x: Tensor, link: MergeLink | None = None) -> Tensor:
-    """Global average pooling keeping dims (the squeeze, Eq. 2), sharing `link` with the block's merge."""
-    return _SqueezeAvg.apply(x, link)
+def squeeze_avg(x: Tensor, link: MergeLink | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """Global average pooling keeping dims (the squeeze, Eq. 2), sharing `link` with the block's merge;
+    `dtype` is the result's (the mean is accumulated in it)."""
+    return _SqueezeAvg.apply(x, link, dtype)
 
 
 class _ScaleAddReLU(torch.autograd.Function):
@@ -194,7 +193,7 @@ class _ScaleAddReLU(torch.autograd.Function):
             link.grad, link.scale = grad, scale
             grad_x = None
         else:
-            grad_x = grad * scale if ctx.needs_input_grad[0] else None
+            grad_x = grad * scale.to(grad.dtype) if ctx.needs_input_grad[0] else None
         grad_scale = None
         if ctx.needs_input_grad[1]:
             # dL/ds = sum of grad * x over the axes s is broadcast along (its spatial axes).
@@ -213,7 +212,8 @@ class _ScaleAddReLU(torch.autograd.Function):
 def _merge(x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool) -> Tensor:
     """relu?(x * scale + skip) in one pass, into x's memory when `overwrite`."""
     if triton_se.supported(x, skip, scale=scale):
-        return triton_se.scale_shift(x, scale.to(x.dtype), skip, relu=relu, out=x if overwrite else None)
+        return triton_se.scale_shift(x, scale, skip, relu=relu, out=x if overwrite else None)
+    scale = scale.to(x.dtype)
     out = torch.addcmul(skip, x, scale, out=x) if overwrite else torch.addcmul(skip, x, scale)
     return out.relu_() if relu else out
 

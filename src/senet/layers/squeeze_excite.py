@@ -6,17 +6,18 @@ the paper (`reduction`, `squeeze`, `gate`), never subclasses.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
-from senet.layers.fused import MergeLink, _straightforward, fast_se_enabled, scale_add_act, squeeze_avg
+from senet.layers.fused import MergeLink, _straightforward, scale_add_act, squeeze_avg
 
 SQUEEZES = ("avg", "max", "none")
 GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
@@ -24,6 +25,14 @@ SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off for t's device where it is on (else a no-op)."""
+    device = t.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _global_forward_hooks() -> bool:
@@ -75,13 +84,10 @@ class GlobalPool(nn.Module):
         dims = tuple(range(2, x.dim()))
         if self.mode == "max":
             return x.amax(dims, keepdim=True)
-        if not fast_se_enabled():
+        if _straightforward():  # the switch is off, or a compiler or exporter is looking
             return x.mean(dims, keepdim=True)
-        # Fast path: sum, then divide the pooled (N, C, 1, ...) tensor. The same arithmetic as x.mean
-        # (which sums and divides on CPU), but the backward hands x a broadcast view of the gradient
-        # instead of writing a full-size copy of it divided by H*W.
-        if _straightforward():
-            return x.sum(dims, keepdim=True).div_(math.prod(x.shape[2:]))
+        # Fast path: the same mean, but its backward hands x a broadcast view of the gradient instead of
+        # writing a full-size copy of it divided by H*W.
         return squeeze_avg(x)
 
     def extra_repr(self) -> str:
@@ -162,12 +168,25 @@ class SqueezeExcitation(nn.Module):
             )
 
     def excitation(self, x: Tensor, link: MergeLink | None = None) -> Tensor:
-        """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'."""
+        """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'.
+
+        With a `link` (an unhooked block on the fast path, see `forward`) the squeeze shares it with the
+        merge, and the excitation runs as two `F.linear` on the pooled (N, C) vector in the FCs' own
+        precision (autocast off): the same FCs, a few tiny kernels instead of cuDNN 1x1 convolutions and
+        weight casts, which matters on a GPU where SE's cost is launches and memory passes, not FLOPs.
+        """
         if not torch.jit.is_scripting() and not torch.jit.is_tracing():
             self.check_input(x)
-        s = self.squeeze(x) if link is None else squeeze_avg(x, link)
-        s = self.act(self.bn(self.fc1(s)))
-        return self.gate(self.fc2(s))
+        if link is None:
+            s = self.squeeze(x)
+            s = self.act(self.bn(self.fc1(s)))
+            return self.gate(self.fc2(s))
+        weight1, weight2 = self.fc1.weight, self.fc2.weight
+        z = squeeze_avg(x, link, dtype=weight1.dtype if weight1.dtype != x.dtype else None)
+        with _autocast_off(z):
+            h = self.act(F.linear(z.flatten(1), weight1.flatten(1), self.fc1.bias))
+            s = self.gate(F.linear(h, weight2.flatten(1), self.fc2.bias))
+        return s.view(z.shape)
 
     def forward(
         self,
@@ -178,18 +197,26 @@ class SqueezeExcitation(nn.Module):
     ) -> Tensor:
         """x * s (Eq. 4); given `skip`, the whole merge of a residual unit, act(x * s + skip).
 
-        The excitation s always comes from calling the submodules (squeeze, fc1, bn, act, fc2, gate), so
-        hooks on them see s; only what follows (scale, sum, activation) is fused (`senet.layers.fused`).
-        `inplace=True` says x is the caller's intermediate: the result may be written into its memory and
-        x is not kept for the backward pass (see `scale_add_act`). Forward hooks on this module fire once
-        per call, and always see x as it came in (a hooked block never overwrites x).
+        The excitation s comes from the submodules (squeeze, fc1, bn, act, fc2, gate); when any of them
+        (or this block) is hooked they are called as modules, so hooks see what they expect. What follows
+        (scale, sum, activation) is fused (`senet.layers.fused`). `inplace=True` says x is the caller's
+        intermediate: the result may be written into its memory and x is not kept for the backward pass
+        (see `scale_add_act`). Forward hooks on this module fire once per call, and always see x as it
+        came in (a hooked block never overwrites x).
         """
         if skip is None:
             out = x * self.excitation(x)  # the scale alone: nothing to fuse it with
             return out if act is None else act(out)
-        unhooked = not _global_forward_hooks() and not self._hooked()
         link = None
-        if unhooked and self.squeeze_mode == "avg" and x.requires_grad and torch.is_grad_enabled() and not _straightforward():
+        if (
+            self.squeeze_mode == "avg"
+            and isinstance(self.bn, nn.Identity)
+            and x.requires_grad
+            and torch.is_grad_enabled()
+            and not _straightforward()
+            and not _global_forward_hooks()
+            and not self._hooked()
+        ):
             link = MergeLink()  # the squeeze's backward writes dL/dx (see MergeLink)
         s = self.excitation(x, link)
         inplace = inplace and not self._forward_hooks and not _global_forward_hooks()
@@ -198,10 +225,10 @@ class SqueezeExcitation(nn.Module):
 
     def _hooked(self) -> bool:
         """Whether any hook watches this block or its parts (then every part is called as a module)."""
-        return any(
-            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
-            for m in self.modules()
-        )
+        for m in (self, self.squeeze, self.fc1, self.act, self.fc2, self.gate):
+            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+                return True
+        return False
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden_channels}, squeeze={self.squeeze_mode}"

@@ -102,11 +102,11 @@ if triton is not None:
 
     @triton.jit
     def _scale_shift_kernel(
-        x_ptr, s_ptr, b_ptr, out_ptr, C, S,
+        x_ptr, s_ptr, b_ptr, out_ptr, C, S, b_factor,
         B_FULL: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
         BS: tl.constexpr, BC: tl.constexpr,
     ):
-        # grid: (N * cdiv(S, BS), cdiv(C, BC)); out = act(x * s + b) on one (space, channel) tile.
+        # grid: (N * cdiv(S, BS), cdiv(C, BC)); out = act(x * s + b * b_factor) on one (space, channel) tile.
         pid = tl.program_id(0)
         blocks_s = tl.cdiv(S, BS)
         n = pid // blocks_s
@@ -119,7 +119,7 @@ if triton is not None:
         if B_FULL:
             b = tl.load(b_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         else:
-            b = tl.load(b_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
+            b = tl.load(b_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32) * b_factor
         y = x * scale + b
         if RELU:
             y = tl.maximum(y, 0.0)
@@ -158,12 +158,17 @@ if triton is not None:
         ds = tl.sum(acc, axis=0)[None, :]
         if RECOMPUTE:
             ds = tl.where(scale == 0.0, 0.0, ds / scale)
-        tl.store(ds_ptr + n * C + c, ds, mask=cmask)
+        tl.store(ds_ptr + n * C + c, ds.to(ds_ptr.dtype.element_ty), mask=cmask)
 
 
-def scale_shift(x: Tensor, s: Tensor, b: Tensor, *, relu: bool, out: Tensor | None = None) -> Tensor:
-    """act(x * s + b): s per (n, c) ((N, C, 1, ...)), b a full tensor like x or per (n, c). `out=x` writes
-    in place. The caller checks `supported(x, b)` (full b) or `supported(x)`."""
+def scale_shift(
+    x: Tensor, s: Tensor, b: Tensor, *, relu: bool, out: Tensor | None = None, shift_factor: float = 1.0
+) -> Tensor:
+    """act(x * s + b): s per (n, c) ((N, C, 1, ...)), b a full tensor like x or per (n, c), then times
+    `shift_factor`. `out=x` writes in place; s and a per-channel b may have any float dtype (read as
+    float32). The caller checks `supported(x, b, scale=s)` (full b) or `supported(x, scale=s)`."""
+    if b.shape == x.shape and shift_factor != 1.0:
+        raise ValueError("shift_factor applies to a per-channel shift only")
     n, c = x.shape[:2]
     spatial = x[0, 0].numel()
     layout = channels_last_of(x)
@@ -173,7 +178,7 @@ def scale_shift(x: Tensor, s: Tensor, b: Tensor, *, relu: bool, out: Tensor | No
     block_s, block_c = _tiles(c, spatial, layout)
     grid = (n * triton.cdiv(spatial, block_s), triton.cdiv(c, block_c))
     _scale_shift_kernel[grid](
-        x, _per_channel(s, n, c), b if b_full else _per_channel(b, n, c), out, c, spatial,
+        x, _per_channel(s, n, c), b if b_full else _per_channel(b, n, c), out, c, spatial, shift_factor,
         B_FULL=b_full, RELU=relu, CHANNELS_LAST=layout, BS=block_s, BC=block_c, num_warps=4,
     )
     return out
@@ -183,7 +188,7 @@ def merge_backward(
     grad_out: Tensor, out: Tensor, kept: Tensor, s: Tensor, *, relu: bool, recompute: bool, grad_x: bool
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """(g, dL/dx or None, dL/ds) of out = relu?(x * s + skip), kept = x, or the shortcut with `recompute`.
-    dL/ds has s's shape and dtype (summed in float32). The caller checks `supported(out, kept)`."""
+    dL/ds has s's shape and dtype (summed in float32). The caller checks `supported(out, kept, scale=s)`."""
     n, c = out.shape[:2]
     spatial = out[0, 0].numel()
     layout = channels_last_of(out)
@@ -192,7 +197,7 @@ def merge_backward(
         grad_out = grad_out.to(dtype=out.dtype, memory_format=fmt)
     g = torch.empty_like(out, memory_format=fmt)
     gx = torch.empty_like(out, memory_format=fmt) if grad_x else g  # g: an unused placeholder pointer
-    ds = torch.empty(n, c, device=out.device, dtype=torch.float32)
+    ds = torch.empty(n, c, device=out.device, dtype=s.dtype)
     block_s, block_c = _tiles(c, spatial, layout)
     block_s = min(block_s, 64) if layout else block_s  # the float32 accumulator lives in registers
     if not layout:
@@ -203,4 +208,4 @@ def merge_backward(
         RELU=relu, RECOMPUTE=recompute, WRITE_GRAD_X=grad_x, CHANNELS_LAST=layout,
         BS=block_s, BC=block_c, num_warps=4,
     )
-    return g, (gx if grad_x else None), ds.view(s.shape).to(s.dtype)
+    return g, (gx if grad_x else None), ds.view(s.shape)
