@@ -99,19 +99,21 @@ def test_other_layouts_and_scales_are_not_taken():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_se_resnet_step_matches_formula(channels_last):
-    """A whole SE-ResNet training step through the kernels equals the straightforward formula."""
+    """A whole SE-ResNet training step through the kernels is as close to a float64 reference as the
+    straightforward formula in float32 is (they sum in different orders, so they differ by rounding)."""
     model = senet.create_model("se_resnet18", num_classes=5).to(DEVICE)
     x = torch.randn(4, 3, 32, 32, device=DEVICE)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    results = []
-    for fused in (True, False):
-        net = copy.deepcopy(model)
+
+    def step(net, inputs, fused):
+        net = copy.deepcopy(net)
         with fast_se(fused):
-            out = net(x)
+            out = net(inputs)
             out.square().mean().backward()
-        results.append((out.detach(), [p.grad for p in net.parameters()]))
-    (out_f, grads_f), (out_n, grads_n) = results
-    torch.testing.assert_close(out_f, out_n, atol=1e-5, rtol=1e-5)
-    for got, want in zip(grads_f, grads_n):  # float32 sums in another order: compare relative to the norm
-        assert (got - want).norm() <= 1e-4 * want.norm() + 1e-7
+        return torch.cat([out.detach().flatten().double()] + [p.grad.flatten().double() for p in net.parameters()])
+
+    reference = step(model.double(), x.double(), False)
+    model, x = model.float(), x.float()
+    error = {fused: (step(model, x, fused) - reference).norm() / reference.norm() for fused in (True, False)}
+    assert error[True] <= 3 * error[False] + 1e-6, error
