@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/gpu_checks.sh                              # everything
 #   PARTS="tests eager" bash benchmarks/gpu_checks.sh          # some of it
+#   PARTS="tests table" bash benchmarks/gpu_checks.sh          # the whole CUDA table in one file
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 PARTS=${PARTS:-"env tests eager profile compiled-profile compiled"}
@@ -25,6 +26,11 @@ if has tests; then
   section "kernel and gpu-marked tests"
   timeout ${TESTS_LIMIT:-240} $PY -m pytest -q -p no:cacheprovider -n 4 tests/test_triton_se.py \
     tests/test_fused_se.py::test_cuda_matches_formula tests/test_bench.py::test_cuda_bench_bf16_channels_last 2>&1 | tail -n 15
+fi
+if has table; then
+  section "CUDA table, eager and compiled"
+  timeout ${TABLE_LIMIT:-540} $PY benchmarks/se_overhead.py --devices cuda --repeats ${REPEATS:-20} --warmup 3 \
+    --output "$OUT/se_overhead_cuda.md" 2>"$OUT/table.log" | grep -E "ratio|^(infer|train)"
 fi
 if has eager; then
   section "CUDA table, eager"

@@ -110,3 +110,22 @@ def test_cuda_bench_bf16_channels_last():
                                    device="cuda", amp=True, channels_last=True, repeats=2, warmup=1))
     assert result.model.peak_bytes > 0 and result.ratio > 0
     assert "gpu" in result.environment
+
+
+def test_bench_leaves_no_tensors_behind():
+    """Measuring frees what it built: rows of a table run one after another in one process."""
+    import gc
+    import warnings
+
+    def live_elements() -> int:
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sum(o.numel() for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    config = BenchConfig(model="se_resnet20", baseline="resnet20", mode="train", batch=2, input_size=16,
+                         repeats=1, warmup=1, threads=1)
+    run_bench(config)
+    before = live_elements()
+    run_bench(config)
+    assert live_elements() <= before

@@ -294,14 +294,16 @@ class _Subject:
         """Bytes of distinct storages autograd saves for the backward of one forward pass (activations)."""
         storages: dict[int, int] = {}
 
-        def pack(tensor: Tensor) -> Tensor:
+        def pack(tensor: Tensor) -> None:
             storage = tensor.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
-            return tensor
+            # Nothing is kept (no backward follows): returning the tensor itself would tie a saved output
+            # to its own graph in a reference cycle that Python's collector cannot see, leaking the graph
+            # and every activation in it.
 
         parameters = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
         with fast_se(self.se_impl == "fused"), self.autocast():
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed):
                 output = self.forward(self.inputs)
         del output
         return sum(size for ptr, size in storages.items() if ptr not in parameters)
