@@ -154,6 +154,8 @@ class _SqueezeAvg(torch.autograd.Function):
 def squeeze_avg(x: Tensor, link: MergeLink | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """Global average pooling keeping dims (the squeeze, Eq. 2), sharing `link` with the block's merge;
     `dtype` is the result's (the mean is accumulated in it)."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return x.mean(tuple(range(2, x.dim())), keepdim=True, dtype=dtype)  # no backward: the plain mean
     return _SqueezeAvg.apply(x, link, dtype)
 
 

@@ -167,17 +167,17 @@ class SqueezeExcitation(nn.Module):
                 f"(input shape {tuple(x.shape)}); build it with channels={x.shape[1]} or fix the input"
             )
 
-    def excitation(self, x: Tensor, link: MergeLink | None = None) -> Tensor:
+    def excitation(self, x: Tensor, link: MergeLink | None = None, fast: bool = False) -> Tensor:
         """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'.
 
-        With a `link` (an unhooked block on the fast path, see `forward`) the squeeze shares it with the
-        merge, and the excitation runs as two `F.linear` on the pooled (N, C) vector in the FCs' own
-        precision (autocast off): the same FCs, a few tiny kernels instead of cuDNN 1x1 convolutions and
-        weight casts, which matters on a GPU where SE's cost is launches and memory passes, not FLOPs.
+        `fast` (an unhooked block on the fast path, see `forward`): the excitation runs as two `F.linear`
+        on the pooled (N, C) vector in the FCs' own precision (autocast off): the same FCs, a few tiny
+        kernels instead of 1x1 convolutions and weight casts, which matters where SE's cost is launches
+        and memory passes, not FLOPs. A `link` is shared by the squeeze and the merge (`MergeLink`).
         """
         if not torch.jit.is_scripting() and not torch.jit.is_tracing():
             self.check_input(x)
-        if link is None:
+        if not fast:
             s = self.squeeze(x)
             s = self.act(self.bn(self.fc1(s)))
             return self.gate(self.fc2(s))
@@ -207,18 +207,16 @@ class SqueezeExcitation(nn.Module):
         if skip is None:
             out = x * self.excitation(x)  # the scale alone: nothing to fuse it with
             return out if act is None else act(out)
-        link = None
-        if (
+        fast = (
             self.squeeze_mode == "avg"
             and isinstance(self.bn, nn.Identity)
-            and x.requires_grad
-            and torch.is_grad_enabled()
             and not _straightforward()
             and not _global_forward_hooks()
             and not self._hooked()
-        ):
-            link = MergeLink()  # the squeeze's backward writes dL/dx (see MergeLink)
-        s = self.excitation(x, link)
+        )
+        # The squeeze's backward then writes dL/dx (see MergeLink).
+        link = MergeLink() if fast and x.requires_grad and torch.is_grad_enabled() else None
+        s = self.excitation(x, link, fast)
         inplace = inplace and not self._forward_hooks and not _global_forward_hooks()
         recompute = self.squeeze_mode == "avg" and isinstance(self.gate, nn.Sigmoid)
         return scale_add_act(x, s, skip, act, inplace=inplace and recompute, recompute=recompute, link=link)
