@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constra
 # pytest-xdist workers; each worker gets one torch thread (tests/conftest.py).
 JOBS   ?= 2
 
-.PHONY: test test-slow demo readme clean
+.PHONY: test test-slow test-kernels demo readme clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(VENV)/.dev
 
 test-slow: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -n $(JOBS) -m "slow or gpu"
+
+# The Triton kernels of the SE merge on the CPU, under Triton's interpreter (installs Triton, ~200 MB).
+test-kernels: $(VENV)/.dev
+	$(BIN)/python -m pip install -q triton
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -n $(JOBS) -m triton tests/test_triton_se.py
 
 demo: $(VENV)/.demo
 	$(BIN)/senet demo

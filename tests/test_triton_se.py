@@ -1,8 +1,8 @@
 """The Triton kernels of the SE merge (senet.layers.triton_se) against PyTorch's formula.
 
-They run on a CUDA device, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1 pytest
-tests/test_triton_se.py``, with Triton installed); otherwise they skip (CPU-only installs have no Triton
-and never take the kernels' path).
+GPU tests (`make test-slow` on a machine with CUDA), which also run on the CPU under Triton's interpreter:
+`make test-kernels` (``TRITON_INTERPRET=1 pytest -m triton tests/test_triton_se.py`` with Triton
+installed). CPU-only installs have no Triton and never take the kernels' path.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from senet.layers import fast_se
 from senet.layers import triton_se
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(
-    not triton_se.available() or not (torch.cuda.is_available() or triton_se._INTERPRETING),
-    reason="needs Triton and a CUDA device (or TRITON_INTERPRET=1)",
-)
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.triton,
+    pytest.mark.skipif(not triton_se.available(), reason="needs Triton (it comes with PyTorch's CUDA wheels)"),
+]
 
 SHAPES = {  # name: (shape, memory format)
     "nchw": ((3, 40, 5, 7), torch.contiguous_format),
