@@ -291,22 +291,43 @@ class _Subject:
         return peak, self.saved_tensor_bytes()
 
     def saved_tensor_bytes(self) -> int:
-        """Bytes of distinct storages autograd saves for the backward of one forward pass (activations)."""
-        storages: dict[int, int] = {}
-
-        def pack(tensor: Tensor) -> None:
-            storage = tensor.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-            # Nothing is kept (no backward follows): returning the tensor itself would tie a saved output
-            # to its own graph in a reference cycle that Python's collector cannot see, leaking the graph
-            # and every activation in it.
-
-        parameters = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        """Bytes of distinct storages autograd saves for the backward of one forward pass (activations),
+        found by walking the graph from the output (saved-tensor hooks would change what the fast SE
+        path keeps: it does not read other nodes' saved tensors while hooks are in force)."""
         with fast_se(self.se_impl == "fused"), self.autocast():
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed):
-                output = self.forward(self.inputs)
+            output = self.forward(self.inputs)
+        storages = saved_storages(output)
         del output
+        parameters = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
         return sum(size for ptr, size in storages.items() if ptr not in parameters)
+
+
+def saved_storages(output: Tensor) -> dict[int, int]:
+    """{storage address: bytes} of every tensor saved by the autograd graph behind `output`."""
+    storages: dict[int, int] = {}
+
+    def add(value: object) -> None:
+        if isinstance(value, Tensor):
+            storage = value.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                add(item)
+
+    seen: set[int] = set()
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if hasattr(node, "saved_tensors"):  # a Python autograd.Function
+            add(node.saved_tensors)
+        for name in dir(node):
+            if name.startswith("_saved_"):
+                add(getattr(node, name))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return storages
 
 
 def _synchronize(device: str) -> None:

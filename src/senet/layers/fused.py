@@ -159,13 +159,40 @@ def squeeze_avg(x: Tensor, link: MergeLink | None = None, dtype: torch.dtype | N
     return _SqueezeAvg.apply(x, link, dtype)
 
 
+def _saved_tensor_hooks_active() -> bool:
+    """Whether `torch.autograd.graph.saved_tensors_hooks` (offloading, checkpointing, ...) are in force."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is None or top(False) is not None
+
+
+def bn_recipe(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(c, alpha, beta) with x = c * alpha + beta per channel, when x is the output of a training-mode
+    BatchNorm: c is the BN's input and alpha, beta come from its batch statistics and affine weights, all
+    of which the BN keeps for its own backward pass anyway. None when x came from anything else."""
+    fn = x.grad_fn
+    if type(fn).__name__ != "NativeBatchNormBackward0" or _saved_tensor_hooks_active():
+        return None  # (reading the BN's saved tensors would run the hooks' unpack, e.g. bring back offloads)
+    if not fn._saved_training:
+        return None
+    weight, bias_node = fn._saved_weight, fn.next_functions[2][0]
+    bias = getattr(bias_node, "variable", None)
+    c = fn._saved_input
+    if weight is None or bias is None or c.shape != x.shape or c.dtype != x.dtype:
+        return None
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    alpha = fn._saved_result2.to(weight.dtype) * weight
+    beta = bias - fn._saved_result1.to(weight.dtype) * alpha
+    return c, alpha.detach().view(shape), beta.detach().view(shape)
+
+
 class _ScaleAddReLU(torch.autograd.Function):
-    """out = relu?(x * scale + skip); keeps (out, skip, scale) when `recompute`, else (out, x, scale)."""
+    """out = relu?(x * scale + skip). For dL/ds it keeps (out, skip, scale) when `recompute` (x = (out -
+    skip) / s), (out, c, scale, alpha, beta) given a BN `recipe` (x = c * alpha + beta), else (out, x, scale)."""
 
     @staticmethod
     def forward(
         ctx, x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool, recompute: bool,
-        link: MergeLink | None = None,
+        link: MergeLink | None = None, recipe: tuple[Tensor, Tensor, Tensor] | None = None,
     ):
         out = _merge(x, scale, skip, relu, overwrite)
         if overwrite:
@@ -174,22 +201,26 @@ class _ScaleAddReLU(torch.autograd.Function):
         ctx.relu = relu
         ctx.recompute = recompute
         ctx.link = link
-        ctx.save_for_backward(out, skip if recompute else x, scale)
+        ctx.bn = recipe is not None
+        if recipe is not None:
+            ctx.save_for_backward(out, recipe[0], scale, recipe[1], recipe[2])
+        else:
+            ctx.save_for_backward(out, skip if recompute else x, scale)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        out, kept, scale = ctx.saved_tensors
+        out, kept, scale, *affine = ctx.saved_tensors
         link = ctx.link if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] else None
-        if triton_se.supported(out, kept, scale=scale) and ctx.needs_input_grad[1]:
+        if not ctx.bn and triton_se.supported(out, kept, scale=scale) and ctx.needs_input_grad[1]:
             grad_x_here = ctx.needs_input_grad[0] and link is None
             grad, grad_x, grad_scale = triton_se.merge_backward(
                 grad_out, out, kept, scale, relu=ctx.relu, recompute=ctx.recompute, grad_x=grad_x_here
             )
             if link is not None:
                 link.grad, link.scale = grad, scale  # the squeeze's backward writes dL/dx
-            return grad_x, grad_scale, grad if ctx.needs_input_grad[2] else None, None, None, None, None
+            return grad_x, grad_scale, grad if ctx.needs_input_grad[2] else None, None, None, None, None, None
         grad = torch.ops.aten.threshold_backward(grad_out, out, 0) if ctx.relu else grad_out
         if link is not None:
             link.grad, link.scale = grad, scale
@@ -205,10 +236,18 @@ class _ScaleAddReLU(torch.autograd.Function):
                 # underflowed, and its derivative s(1 - s) is 0 there as well.
                 grad_scale = torch.sub(out, kept).mul_(grad).sum_to_size(scale.shape)
                 grad_scale = grad_scale.div_(scale).masked_fill_(scale == 0, 0)
+            elif ctx.bn:
+                # x = c * alpha + beta, so sum(grad * x) = alpha * sum(grad * c) + beta * sum(grad): x is
+                # never materialised (one product pass, as keeping x would need).
+                alpha, beta = affine
+                acc = torch.promote_types(grad.dtype, torch.float32)  # half precision sums in float32
+                sum_gc = torch.mul(grad.to(acc), kept).sum_to_size(scale.shape)
+                sum_g = grad.to(acc).sum_to_size(scale.shape)
+                grad_scale = (sum_gc * alpha + sum_g * beta).to(scale.dtype)
             else:
                 grad_scale = (grad * kept).sum_to_size(scale.shape)
         grad_skip = grad if ctx.needs_input_grad[2] else None
-        return grad_x, grad_scale, grad_skip, None, None, None, None
+        return grad_x, grad_scale, grad_skip, None, None, None, None, None
 
 
 def _merge(x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool) -> Tensor:
@@ -260,11 +299,18 @@ def scale_add_act(
         recompute = False  # (out - skip) / s cancels too much in 8-bit mantissas: keep x
     if _output_free(skip):
         # A projection shortcut (BN output) is kept by nobody else: keeping it instead of x saves no
-        # memory and recomputing costs a pass, so keep x.
+        # memory and recomputing costs a pass, so keep x (or the BN recipe below).
         recompute = False
     if not needs_grad:
         out = _merge(x, scale, skip, relu, overwrite)
     else:
         keep_x_free = inplace and recompute
-        out = _ScaleAddReLU.apply(x, scale, skip, relu, overwrite and keep_x_free, keep_x_free, link)
+        recipe = None
+        if inplace and not keep_x_free and not triton_se.supported(x, skip, scale=scale):
+            # x is a BN output (a projection unit, or half precision): rebuild it from what the BN keeps.
+            # (The GPU kernels keep x: rebuilding it there would cost a pass over memory.)
+            recipe = bn_recipe(x)
+        out = _ScaleAddReLU.apply(
+            x, scale, skip, relu, overwrite and (keep_x_free or recipe is not None), keep_x_free, link, recipe
+        )
     return out if relu or act is None else act(out)
