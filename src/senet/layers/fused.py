@@ -304,12 +304,13 @@ def scale_add_act(
     if not needs_grad:
         out = _merge(x, scale, skip, relu, overwrite)
     else:
-        keep_x_free = inplace and recompute
         recipe = None
-        if inplace and not keep_x_free and not triton_se.supported(x, skip, scale=scale):
-            # x is a BN output (a projection unit, or half precision): rebuild it from what the BN keeps.
-            # (The GPU kernels keep x: rebuilding it there would cost a pass over memory.)
+        if inplace and not triton_se.supported(x, skip, scale=scale):
+            # x is a BN output: rebuild it from what the BN keeps, exactly and for any unit, gate and
+            # precision (cheaper than (out - skip) / s, too). The GPU kernels instead keep x, or
+            # recompute it from the output in their one pass.
             recipe = bn_recipe(x)
+        keep_x_free = inplace and recompute and recipe is None
         out = _ScaleAddReLU.apply(
             x, scale, skip, relu, overwrite and (keep_x_free or recipe is not None), keep_x_free, link, recipe
         )
