@@ -8,12 +8,12 @@ alive for the backward pass. The official release fused "scale + residual add" i
 - forward: one ``torch.addcmul(skip, x, s)`` reads x and the shortcut once and writes the sum into x's
   own memory when autograd allows (in-place: no allocation); the ReLU then runs in place on it. The
   squeeze is a plain reduction in either memory format (`GlobalPool`), with no copies or reshapes.
-- backward (a custom autograd function, checked by gradcheck): dL/ds needs x, which is not kept. With
-  the sigmoid gate s > 0, and where the ReLU passes a gradient the output equals ``x * s + skip``, so
-  x = (out - skip) / s is recomputed from the output (kept anyway: the next unit's input) and the
-  shortcut (kept anyway when it is the identity: this unit's input). So an identity unit keeps nothing
-  block-sized for SE. A projection unit keeps x: neither x nor the projected shortcut is kept by anyone
-  else, and one of them is needed.
+- backward (a custom autograd function, checked by gradcheck): dL/ds = sum of g * x needs x, which is not
+  kept. x is a BN output at the standard position of every residual unit, and that BN keeps its input c and batch statistics for
+  its own backward pass: x = c * alpha + beta per channel, so sum(g * x) = alpha * sum(g * c) + beta *
+  sum(g) (`bn_recipe`). Without such a BN, with the sigmoid gate s > 0 and where the ReLU passes a
+  gradient, x = (out - skip) / s from the output (the next unit's input) and an identity shortcut (this
+  unit's input), both kept anyway; else x is kept.
 - the squeeze and the merge of one block share a `MergeLink`: the merge's backward hands its gradient g
   to the squeeze's backward, which writes dL/dx = g * s + dL/dz / HW in one pass, instead of the merge
   writing g * s and autograd then adding the squeeze's broadcast gradient to it in another.
@@ -30,9 +30,8 @@ alive for the backward pass. The official release fused "scale + residual add" i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-
 import math
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
