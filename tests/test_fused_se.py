@@ -359,3 +359,19 @@ def test_cuda_matches_formula(channels_last, monkeypatch):
         out_fused, _, _ = _run(model, [x], True)
         out_naive, _, _ = _run(model, [x], False)
     torch.testing.assert_close(out_fused.float(), out_naive.float(), atol=5e-2, rtol=5e-2)
+
+
+def test_bn_recipe_rebuilds_the_bn_output():
+    """x = c * alpha + beta from what a training-mode BN keeps; nothing for other producers or eval mode."""
+    from senet.layers.fused import bn_recipe
+
+    bn = nn.BatchNorm2d(6).double()
+    nn.init.uniform_(bn.weight, 0.5, 2.0)
+    nn.init.uniform_(bn.bias, -1.0, 1.0)
+    c = torch.randn(3, 6, 5, 4, dtype=torch.float64, requires_grad=True) * 3 + 1
+    x = bn(c)
+    rebuilt_c, alpha, beta = bn_recipe(x)
+    assert rebuilt_c.data_ptr() == c.data_ptr()  # the BN's own saved input: no copy
+    torch.testing.assert_close(rebuilt_c * alpha + beta, x, atol=1e-12, rtol=1e-12)
+    assert bn_recipe(torch.relu(x)) is None
+    assert bn_recipe(bn.eval()(c)) is None

@@ -171,16 +171,20 @@ def bn_recipe(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     fn = x.grad_fn
     if type(fn).__name__ != "NativeBatchNormBackward0" or _saved_tensor_hooks_active():
         return None  # (reading the BN's saved tensors would run the hooks' unpack, e.g. bring back offloads)
-    if not fn._saved_training:
+    try:  # the node's saved tensors are an implementation detail of PyTorch: if they move, keep x
+        if not fn._saved_training:
+            return None
+        weight, bias_node = fn._saved_weight, fn.next_functions[2][0]
+        c = fn._saved_input
+        mean, invstd = fn._saved_result1, fn._saved_result2
+    except (AttributeError, IndexError, RuntimeError):
         return None
-    weight, bias_node = fn._saved_weight, fn.next_functions[2][0]
     bias = getattr(bias_node, "variable", None)
-    c = fn._saved_input
     if weight is None or bias is None or c.shape != x.shape or c.dtype != x.dtype:
         return None
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    alpha = fn._saved_result2.to(weight.dtype) * weight
-    beta = bias - fn._saved_result1.to(weight.dtype) * alpha
+    alpha = invstd.to(weight.dtype) * weight
+    beta = bias - mean.to(weight.dtype) * alpha
     return c, alpha.detach().view(shape), beta.detach().view(shape)
 
 
