@@ -375,3 +375,14 @@ def test_bn_recipe_rebuilds_the_bn_output():
     torch.testing.assert_close(rebuilt_c * alpha + beta, x, atol=1e-12, rtol=1e-12)
     assert bn_recipe(torch.relu(x)) is None
     assert bn_recipe(bn.eval()(c)) is None
+
+
+@pytest.mark.parametrize("part", ["squeeze", "fc1", "bn", "act", "fc2", "gate"])
+def test_a_hook_on_any_part_fires(part):
+    """Every part of the block is called as a module once any of them is hooked (the fast excitation,
+    which bypasses the modules, is only taken for an unhooked block)."""
+    unit = Bottleneck(32, 8, se=SEConfig(reduction=4))
+    calls = []
+    getattr(unit.se, part).register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    unit(torch.randn(2, 32, 5, 5)).sum().backward()
+    assert len(calls) == 1

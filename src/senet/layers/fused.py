@@ -279,8 +279,8 @@ def scale_add_act(
         scale: the excitation s, broadcastable to x, or None for a unit without SE.
         skip: the tensor added (the shortcut, or the residual for SE on the identity branch).
         act: the unit's activation; a plain ``nn.ReLU`` is fused, anything else is called on the sum.
-        inplace: x is the caller's intermediate: the result may be written into its memory and, with
-            `recompute`, x is not kept for the backward pass.
+        inplace: x is the caller's intermediate: without autograd the result may be written into its
+            memory; with autograd only where x then need not be kept (rebuilt from its BN, or recomputed).
         recompute: the gate is a sigmoid (s > 0), so x can be recomputed as (out - skip) / s in the
             backward pass instead of being kept (float32/float64 only; half precision keeps x).
         link: shared with the squeeze that produced `scale` from x (`squeeze_avg`), which then writes

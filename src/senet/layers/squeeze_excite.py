@@ -207,23 +207,25 @@ class SqueezeExcitation(nn.Module):
         if skip is None:
             out = x * self.excitation(x)  # the scale alone: nothing to fuse it with
             return out if act is None else act(out)
+        global_hooks = _global_forward_hooks()
         fast = (
             self.squeeze_mode == "avg"
             and isinstance(self.bn, nn.Identity)
             and not _straightforward()
-            and not _global_forward_hooks()
+            and not global_hooks
             and not self._hooked()
         )
         # The squeeze's backward then writes dL/dx (see MergeLink).
         link = MergeLink() if fast and x.requires_grad and torch.is_grad_enabled() else None
         s = self.excitation(x, link, fast)
-        inplace = inplace and not self._forward_hooks and not _global_forward_hooks()
+        inplace = inplace and not self._forward_hooks and not global_hooks
         recompute = self.squeeze_mode == "avg" and isinstance(self.gate, nn.Sigmoid)
-        return scale_add_act(x, s, skip, act, inplace=inplace and recompute, recompute=recompute, link=link)
+        # scale_add_act overwrites x only where x then need not be kept (see its `inplace`).
+        return scale_add_act(x, s, skip, act, inplace=inplace, recompute=recompute, link=link)
 
     def _hooked(self) -> bool:
         """Whether any hook watches this block or its parts (then every part is called as a module)."""
-        for m in (self, self.squeeze, self.fc1, self.act, self.fc2, self.gate):
+        for m in (self, self.squeeze, self.fc1, self.bn, self.act, self.fc2, self.gate):
             if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
                 return True
         return False
