@@ -17,6 +17,7 @@ fall back to PyTorch operations otherwise, and always on CPU. Setting ``SENET_TR
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -170,7 +171,7 @@ def scale_shift(
     if b.shape == x.shape and shift_factor != 1.0:
         raise ValueError("shift_factor applies to a per-channel shift only")
     n, c = x.shape[:2]
-    spatial = x[0, 0].numel()
+    spatial = math.prod(x.shape[2:])
     layout = channels_last_of(x)
     b_full = b.shape == x.shape
     if out is None:
@@ -190,7 +191,7 @@ def merge_backward(
     """(g, dL/dx or None, dL/ds) of out = relu?(x * s + skip), kept = x, or the shortcut with `recompute`.
     dL/ds has s's shape and dtype (summed in float32). The caller checks `supported(out, kept, scale=s)`."""
     n, c = out.shape[:2]
-    spatial = out[0, 0].numel()
+    spatial = math.prod(out.shape[2:])
     layout = channels_last_of(out)
     fmt = _memory_format(out, layout)
     if not _dense_in(grad_out, layout) or grad_out.dtype != out.dtype:
