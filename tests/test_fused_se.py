@@ -377,6 +377,28 @@ def test_bn_recipe_rebuilds_the_bn_output():
     assert bn_recipe(bn.eval()(c)) is None
 
 
+def test_bn_recipe_is_checked_before_it_is_trusted(monkeypatch):
+    """The reading of a BN node's saved tensors is checked once per node type and device; a reading that
+    does not rebuild x is refused, and the unit then keeps x and still matches the formula."""
+    from senet.layers import fused
+
+    monkeypatch.setattr(fused, "_recipe_checked", {})
+    bn = nn.BatchNorm2d(4)
+    x = bn(torch.randn(2, 4, 3, 3, requires_grad=True))
+    c, alpha, beta = fused.bn_recipe(x)
+    assert not fused._recipe_holds("SomeBatchNormBackward", x, c, alpha * 2, beta)
+    assert fused._recipe_checked == {("NativeBatchNormBackward0", "cpu"): True, ("SomeBatchNormBackward", "cpu"): False}
+
+    monkeypatch.setitem(fused._recipe_checked, ("NativeBatchNormBackward0", "cpu"), False)
+    assert fused.bn_recipe(x) is None
+    unit = Bottleneck(32, 8, se=SEConfig(reduction=4)).double()
+    inputs = [torch.randn(2, 32, 5, 5, dtype=torch.float64)]
+    (out_f, grads_f, _), (out_n, grads_n, _) = _run(unit, inputs, True), _run(unit, inputs, False)
+    torch.testing.assert_close(out_f, out_n)
+    for got, want in zip(grads_f, grads_n):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("part", ["squeeze", "fc1", "bn", "act", "fc2", "gate"])
 def test_a_hook_on_any_part_fires(part):
     """Every part of the block is called as a module once any of them is hooked (the fast excitation,

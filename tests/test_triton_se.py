@@ -91,6 +91,84 @@ def test_merge_backward(layout, dtype, relu, recompute):
     assert none is None and torch.equal(g2, g)
 
 
+@pytest.mark.parametrize("layout", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merge_backward_rebuilds_x_from_the_bn(layout, dtype):
+    """Given the BN input c and x = c * alpha + beta, dL/ds is the same as from x itself (in float32)."""
+    shape, fmt = SHAPES[layout]
+    c, skip = _tensor(shape, fmt, dtype), _tensor(shape, fmt, dtype)
+    channels = shape[1]
+    alpha = torch.rand(1, channels, *(1,) * (len(shape) - 2), device=DEVICE) + 0.5
+    beta = torch.randn(alpha.shape, device=DEVICE)
+    x = c.float() * alpha + beta
+    scale = _tensor(shape[:2] + (1,) * (len(shape) - 2), torch.contiguous_format, dtype, positive=True)
+    out = torch.addcmul(skip.float(), x, scale.float()).relu().to(dtype)
+    grad_out = _tensor(shape, fmt, dtype)
+    g, grad_x, grad_scale = triton_se.merge_backward(
+        grad_out, out, c, scale, relu=True, recompute=False, grad_x=True, affine=(alpha, beta)
+    )
+    want_g = torch.where(out > 0, grad_out, 0)
+    assert torch.equal(g, want_g)
+    want_scale = (want_g.double() * x.double()).sum_to_size(scale.shape)
+    tol = TOLERANCE[dtype]
+    torch.testing.assert_close(grad_scale.double(), want_scale, atol=tol * want_scale.abs().max().item(), rtol=tol)
+    with pytest.raises(ValueError, match="give one"):
+        triton_se.merge_backward(grad_out, out, c, scale, relu=True, recompute=True, grad_x=False, affine=(alpha, beta))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("downsample", [False, True])
+def test_kernel_path_keeps_no_extra_activation(dtype, downsample, monkeypatch):
+    """Through the kernels too, a fused SE unit keeps what the plain unit keeps plus (N, C) vectors (x is
+    rebuilt from its BN), in float32 and bfloat16, and is as close to float64 as the formula is."""
+    calls = []
+    merge_backward = triton_se.merge_backward
+    monkeypatch.setattr(triton_se, "merge_backward", lambda *a, **k: calls.append(k["affine"]) or merge_backward(*a, **k))
+    from senet.analysis.benchmark import saved_storages
+    from senet.layers import SEConfig
+    from senet.models.resnet import Bottleneck
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 14, 14, device=DEVICE, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    projection = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 1, bias=False), torch.nn.BatchNorm2d(64))
+
+    def kept(unit):
+        parameters = {p.untyped_storage().data_ptr() for p in unit.parameters()}
+        out = unit(x)
+        assert triton_se.supported(out)
+        return sum(size for ptr, size in saved_storages(out).items() if ptr not in parameters), out
+
+    def build(se):
+        unit = Bottleneck(64, 16, downsample=copy.deepcopy(projection) if downsample else None, se=se)
+        return unit.to(DEVICE, dtype).to(memory_format=torch.channels_last)
+
+    plain, _ = kept(build(None))
+    unit = build(SEConfig())
+    fused, out = kept(unit)
+    assert fused - plain < x.numel() * x.element_size() / 20
+    weight = torch.randn(out.shape, dtype=torch.float64, device=DEVICE)
+
+    def flat(net, result, inputs):
+        return torch.cat([t.detach().flatten().double() for t in [result, inputs.grad] + [p.grad for p in net.parameters()]])
+
+    def run(net, inputs):
+        net, inputs = copy.deepcopy(net), inputs.detach().clone().requires_grad_()
+        net.zero_grad(set_to_none=True)
+        with fast_se(False):
+            result = net(inputs)
+            (result.double() * weight).sum().backward()
+        return flat(net, result, inputs)
+
+    (out.double() * weight).sum().backward()  # the fused output, already computed through the kernels
+    got = flat(unit, out, x)
+    assert len(calls) == 1 and calls[0] is not None  # the kernel rebuilt x from the BN
+    reference = run(unit.double(), x.double())  # the formula in float64
+    naive = run(unit.to(dtype), x)  # the formula in the test's dtype
+    error = {name: ((v - reference).norm() / reference.norm()).item() for name, v in (("fused", got), ("naive", naive))}
+    assert error["fused"] <= 2 * error["naive"] + 1e-6, error
+
+
 def test_other_layouts_and_scales_are_not_taken():
     x = torch.randn(2, 4, 3, 3, device=DEVICE)
     assert not triton_se.supported(x, x.transpose(2, 3))  # a different memory layout

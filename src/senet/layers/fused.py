@@ -9,11 +9,12 @@ alive for the backward pass. The official release fused "scale + residual add" i
   own memory when autograd allows (in-place: no allocation); the ReLU then runs in place on it. The
   squeeze is a plain reduction in either memory format (`GlobalPool`), with no copies or reshapes.
 - backward (a custom autograd function, checked by gradcheck): dL/ds = sum of g * x needs x, which is not
-  kept. x is a BN output at the standard position of every residual unit, and that BN keeps its input c and batch statistics for
-  its own backward pass: x = c * alpha + beta per channel, so sum(g * x) = alpha * sum(g * c) + beta *
-  sum(g) (`bn_recipe`). Without such a BN, with the sigmoid gate s > 0 and where the ReLU passes a
-  gradient, x = (out - skip) / s from the output (the next unit's input) and an identity shortcut (this
-  unit's input), both kept anyway; else x is kept.
+  kept. x is a BN output at the standard position of every residual unit, and that BN keeps its input c
+  and batch statistics for its own backward pass: x = c * alpha + beta per channel, so sum(g * x) =
+  alpha * sum(g * c) + beta * sum(g) (`bn_recipe`; the GPU kernel rebuilds x in registers). Without such
+  a BN, with the sigmoid gate s > 0 and where the ReLU passes a gradient, x = (out - skip) / s from the
+  output (the next unit's input) and an identity shortcut (this unit's input), both kept anyway; else x
+  is kept.
 - the squeeze and the merge of one block share a `MergeLink`: the merge's backward hands its gradient g
   to the squeeze's backward, which writes dL/dx = g * s + dL/dz / HW in one pass, instead of the merge
   writing g * s and autograd then adding the squeeze's broadcast gradient to it in another.
@@ -164,12 +165,34 @@ def _saved_tensor_hooks_active() -> bool:
     return top is None or top(False) is not None
 
 
+# The autograd nodes of a training-mode BatchNorm (PyTorch's own kernel, cuDNN, MIOpen): each keeps the
+# input, the batch mean and 1 / std as `_saved_input`, `_saved_result1` and `_saved_result2`.
+_BN_NODES = frozenset({"NativeBatchNormBackward0", "CudnnBatchNormBackward0", "MiopenBatchNormBackward0"})
+_recipe_checked: dict[tuple[str, str], bool] = {}
+
+
+def _recipe_holds(node: str, x: Tensor, c: Tensor, alpha: Tensor, beta: Tensor) -> bool:
+    """Whether c * alpha + beta rebuilds x, checked on one sample at the first use of each BN node type on
+    each device type (a wrong reading of undocumented saved tensors would give a silently wrong dL/ds)."""
+    key = (node, x.device.type)
+    if key not in _recipe_checked:
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            return False  # (no synchronising check inside a CUDA graph capture: keep x there)
+        with torch.no_grad():
+            sample = x[:1].float()
+            error = (c[:1].float() * alpha.float() + beta.float() - sample).abs().max()
+            tolerance = (1e-2 if x.element_size() < 4 else 1e-4) * (1 + sample.abs().max())
+            _recipe_checked[key] = bool(error <= tolerance)
+    return _recipe_checked[key]
+
+
 def bn_recipe(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     """(c, alpha, beta) with x = c * alpha + beta per channel, when x is the output of a training-mode
     BatchNorm: c is the BN's input and alpha, beta come from its batch statistics and affine weights, all
     of which the BN keeps for its own backward pass anyway. None when x came from anything else."""
     fn = x.grad_fn
-    if type(fn).__name__ != "NativeBatchNormBackward0" or _saved_tensor_hooks_active():
+    node = type(fn).__name__
+    if node not in _BN_NODES or x.numel() == 0 or _saved_tensor_hooks_active():
         return None  # (reading the BN's saved tensors would run the hooks' unpack, e.g. bring back offloads)
     try:  # the node's saved tensors are an implementation detail of PyTorch: if they move, keep x
         if not fn._saved_training:
@@ -183,9 +206,9 @@ def bn_recipe(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     if weight is None or bias is None or c.shape != x.shape or c.dtype != x.dtype:
         return None
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    alpha = invstd.to(weight.dtype) * weight
-    beta = bias - mean.to(weight.dtype) * alpha
-    return c, alpha.detach().view(shape), beta.detach().view(shape)
+    alpha = (invstd.to(weight.dtype) * weight).detach().view(shape)
+    beta = (bias - mean.to(weight.dtype) * alpha.view(-1)).detach().view(shape)
+    return (c, alpha, beta) if _recipe_holds(node, x, c, alpha, beta) else None
 
 
 class _ScaleAddReLU(torch.autograd.Function):
@@ -196,8 +219,9 @@ class _ScaleAddReLU(torch.autograd.Function):
     def forward(
         ctx, x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool, recompute: bool,
         link: MergeLink | None = None, recipe: tuple[Tensor, Tensor, Tensor] | None = None,
+        kernels: bool = False,
     ):
-        out = _merge(x, scale, skip, relu, overwrite)
+        out = _merge(x, scale, skip, relu, overwrite, kernels)
         if overwrite:
             ctx.mark_dirty(x)
             out = x  # (the same tensor; returned as itself for torch.compile's sake)
@@ -216,14 +240,16 @@ class _ScaleAddReLU(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         out, kept, scale, *affine = ctx.saved_tensors
         link = ctx.link if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] else None
-        if not ctx.bn and triton_se.supported(out, kept, scale=scale) and ctx.needs_input_grad[1]:
+        if triton_se.supported(out, kept, scale=scale) and ctx.needs_input_grad[1]:
             grad_x_here = ctx.needs_input_grad[0] and link is None
             grad, grad_x, grad_scale = triton_se.merge_backward(
-                grad_out, out, kept, scale, relu=ctx.relu, recompute=ctx.recompute, grad_x=grad_x_here
+                grad_out, out, kept, scale, relu=ctx.relu, recompute=ctx.recompute, grad_x=grad_x_here,
+                affine=tuple(affine) if ctx.bn else None,
             )
             if link is not None:
                 link.grad, link.scale = grad, scale  # the squeeze's backward writes dL/dx
-            return grad_x, grad_scale, grad if ctx.needs_input_grad[2] else None, None, None, None, None, None
+            grad_skip = grad if ctx.needs_input_grad[2] else None
+            return grad_x, grad_scale, grad_skip, None, None, None, None, None, None
         grad = torch.ops.aten.threshold_backward(grad_out, out, 0) if ctx.relu else grad_out
         if link is not None:
             link.grad, link.scale = grad, scale
@@ -250,12 +276,13 @@ class _ScaleAddReLU(torch.autograd.Function):
             else:
                 grad_scale = (grad * kept).sum_to_size(scale.shape)
         grad_skip = grad if ctx.needs_input_grad[2] else None
-        return grad_x, grad_scale, grad_skip, None, None, None, None, None
+        return grad_x, grad_scale, grad_skip, None, None, None, None, None, None
 
 
-def _merge(x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool) -> Tensor:
-    """relu?(x * scale + skip) in one pass, into x's memory when `overwrite`."""
-    if triton_se.supported(x, skip, scale=scale):
+def _merge(x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool, kernels: bool) -> Tensor:
+    """relu?(x * scale + skip) in one pass, into x's memory when `overwrite`; with the Triton kernel when
+    `kernels` (`triton_se.supported(x, skip, scale=scale)`)."""
+    if kernels:
         return triton_se.scale_shift(x, scale, skip, relu=relu, out=x if overwrite else None)
     scale = scale.to(x.dtype)
     out = torch.addcmul(skip, x, scale, out=x) if overwrite else torch.addcmul(skip, x, scale)
@@ -304,17 +331,16 @@ def scale_add_act(
         # A projection shortcut (BN output) is kept by nobody else: keeping it instead of x saves no
         # memory and recomputing costs a pass, so keep x (or the BN recipe below).
         recompute = False
+    kernels = triton_se.supported(x, skip, scale=scale)
     if not needs_grad:
-        out = _merge(x, scale, skip, relu, overwrite)
+        out = _merge(x, scale, skip, relu, overwrite, kernels)
     else:
-        recipe = None
-        if inplace and not triton_se.supported(x, skip, scale=scale):
-            # x is a BN output: rebuild it from what the BN keeps, exactly and for any unit, gate and
-            # precision (cheaper than (out - skip) / s, too). The GPU kernels instead keep x, or
-            # recompute it from the output in their one pass.
-            recipe = bn_recipe(x)
+        # x is a BN output: rebuild it from what the BN keeps, exactly and for any unit, gate and precision
+        # (cheaper than (out - skip) / s, too).
+        recipe = bn_recipe(x) if inplace else None
         keep_x_free = inplace and recompute and recipe is None
         out = _ScaleAddReLU.apply(
-            x, scale, skip, relu, overwrite and (keep_x_free or recipe is not None), keep_x_free, link, recipe
+            x, scale, skip, relu, overwrite and (keep_x_free or recipe is not None), keep_x_free, link, recipe,
+            kernels,
         )
     return out if relu or act is None else act(out)

@@ -6,9 +6,11 @@ its backward are generic (strided, not vectorised) and each makes a full pass ov
 - `scale_shift`: ``act(x * s + b)`` with s per (n, c) and b either a full tensor (the shortcut: the merge
   forward, the release's Axpy layer) or per (n, c) (the squeeze's gradient dL/dz / HW: the backward of x);
   one read of each full operand and one write, in place when asked.
-- `merge_backward`: from dL/dout, the output and x (or, recomputing, the shortcut) in one pass: the
-  gradient g behind the ReLU (dL/dskip), optionally dL/dx = g * s, and dL/ds = sum over space of g * x,
-  reduced per (n, c) in float32 without atomics (one program owns a block of channels of one sample).
+- `merge_backward`: from dL/dout, the output and x in one pass: the gradient g behind the ReLU
+  (dL/dskip), optionally dL/dx = g * s, and dL/ds = sum over space of g * x, reduced per (n, c) in float32
+  without atomics (one program owns a block of channels of one sample). x need not be kept: it is rebuilt
+  in registers from the BN that produced it (x = c * alpha + beta per channel, from the BN's own saved
+  input c), or recomputed from the output and the shortcut.
 
 Both read (N, C, *spatial) tensors in either memory format (NCHW-contiguous or channels_last), all
 operands in the same one. `supported` says when the kernels apply; the callers (`senet.layers.fused`)
@@ -128,8 +130,8 @@ if triton is not None:
 
     @triton.jit
     def _merge_backward_kernel(
-        grad_out_ptr, out_ptr, kept_ptr, s_ptr, g_ptr, grad_x_ptr, ds_ptr, C, S,
-        RELU: tl.constexpr, RECOMPUTE: tl.constexpr, WRITE_GRAD_X: tl.constexpr,
+        grad_out_ptr, out_ptr, kept_ptr, s_ptr, alpha_ptr, beta_ptr, g_ptr, grad_x_ptr, ds_ptr, C, S,
+        RELU: tl.constexpr, RECOMPUTE: tl.constexpr, AFFINE: tl.constexpr, WRITE_GRAD_X: tl.constexpr,
         CHANNELS_LAST: tl.constexpr, BS: tl.constexpr, BC: tl.constexpr,
     ):
         # grid: (N, cdiv(C, BC)); each program walks all of space for its channels, so dL/ds needs no atomics.
@@ -137,6 +139,9 @@ if triton is not None:
         c = tl.program_id(1) * BC + tl.arange(0, BC)[None, :]
         cmask = c < C
         scale = tl.load(s_ptr + n * C + c, mask=cmask, other=1.0).to(tl.float32)
+        if AFFINE:  # kept is the BN input c: x = c * alpha + beta per channel
+            alpha = tl.load(alpha_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+            beta = tl.load(beta_ptr + c, mask=cmask, other=0.0).to(tl.float32)
         acc = tl.zeros((BS, BC), dtype=tl.float32)
         start = 0
         while start < S:  # (a while loop: Triton's interpreter cannot take a run-time range bound)
@@ -153,6 +158,8 @@ if triton is not None:
                 tl.store(grad_x_ptr + offsets, (g * scale).to(grad_x_ptr.dtype.element_ty), mask=mask)
             if RECOMPUTE:
                 acc += g * (out - kept)  # x * s = out - skip where the ReLU passed
+            elif AFFINE:
+                acc += g * (kept * alpha + beta)
             else:
                 acc += g * kept
             start += BS
@@ -186,10 +193,22 @@ def scale_shift(
 
 
 def merge_backward(
-    grad_out: Tensor, out: Tensor, kept: Tensor, s: Tensor, *, relu: bool, recompute: bool, grad_x: bool
+    grad_out: Tensor,
+    out: Tensor,
+    kept: Tensor,
+    s: Tensor,
+    *,
+    relu: bool,
+    recompute: bool,
+    grad_x: bool,
+    affine: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """(g, dL/dx or None, dL/ds) of out = relu?(x * s + skip), kept = x, or the shortcut with `recompute`.
-    dL/ds has s's shape and dtype (summed in float32). The caller checks `supported(out, kept, scale=s)`."""
+    """(g, dL/dx or None, dL/ds) of out = relu?(x * s + skip). `kept` is x; or the shortcut with
+    `recompute`; or, given `affine` = (alpha, beta) (C values each, any shape), the BN input c with
+    x = c * alpha + beta. dL/ds has s's shape and dtype (summed in float32). The caller checks
+    `supported(out, kept, scale=s)`."""
+    if recompute and affine is not None:
+        raise ValueError("recompute and affine are two ways of rebuilding x: give one")
     n, c = out.shape[:2]
     spatial = math.prod(out.shape[2:])
     layout = channels_last_of(out)
@@ -204,9 +223,10 @@ def merge_backward(
     if not layout:
         block_c = min(block_c, 4)
     grid = (n, triton.cdiv(c, block_c))
+    alpha, beta = (t.reshape(c).float().contiguous() for t in affine) if affine is not None else (ds, ds)
     _merge_backward_kernel[grid](
-        grad_out, out, kept, _per_channel(s, n, c), g, gx, ds, c, spatial,
-        RELU=relu, RECOMPUTE=recompute, WRITE_GRAD_X=grad_x, CHANNELS_LAST=layout,
+        grad_out, out, kept, _per_channel(s, n, c), alpha, beta, g, gx, ds, c, spatial,
+        RELU=relu, RECOMPUTE=recompute, AFFINE=affine is not None, WRITE_GRAD_X=grad_x, CHANNELS_LAST=layout,
         BS=block_s, BC=block_c, num_warps=4,
     )
     return g, (gx if grad_x else None), ds.view(s.shape)
