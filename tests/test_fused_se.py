@@ -304,6 +304,93 @@ def test_fused_function_itself_traces_without_graph_breaks():
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
+def _bn(kind: str) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(
+        16, momentum=None if kind == "cumulative" else 0.1, affine=kind != "no_affine",
+        track_running_stats=kind != "no_running_stats",
+    ).double()
+    if bn.affine:
+        nn.init.uniform_(bn.weight, 0.5, 2.0)
+        nn.init.uniform_(bn.bias, -1.0, 1.0)
+    if bn.track_running_stats:
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    return bn.train(kind != "eval")
+
+
+@pytest.mark.parametrize("kind", ["train", "eval", "cumulative", "no_running_stats", "no_affine"])
+def test_merge_with_the_bn_folded_in_matches_the_formula(kind):
+    """se.merge_folded(c, bn, skip) (what torch.compile sees) = relu(se(bn(c)) + skip): outputs, every
+    gradient, the BN's running statistics and batch count, over two steps."""
+    torch.manual_seed(0)
+    se, bn = SqueezeExcitation(16, 4).double(), _bn(kind)
+    c = torch.randn(3, 16, 5, 4, dtype=torch.float64) * 2 + 0.5
+    skip = torch.randn(3, 16, 5, 4, dtype=torch.float64)
+    results = {}
+    for folded in (True, False):
+        se_, bn_ = copy.deepcopy(se), copy.deepcopy(bn)
+        outs = []
+        for step in range(2):
+            c_, skip_ = (c + step).requires_grad_(), skip.clone().requires_grad_()
+            with fast_se(False):
+                out = se_.merge_folded(c_, bn_, skip_, nn.ReLU()) if folded else se_(bn_(c_), skip_, nn.ReLU())
+            weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+            (out * weight).sum().backward()
+            outs += [out.detach(), c_.grad, skip_.grad]
+        outs += [p.grad for p in [*se_.parameters(), *bn_.parameters()]] + list(bn_.buffers())
+        results[folded] = outs
+    assert len(results[True]) == len(results[False])
+    for got, want in zip(results[True], results[False]):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+def _batch_norm_calls(module: nn.Module, x: torch.Tensor) -> int:
+    """How many BatchNorm calls torch.compile's graph of module(x) holds."""
+    import torch._dynamo
+
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(module, backend=backend)(x)
+    return sum("batch_norm" in str(node.target) for gm in graphs for node in gm.graph.nodes)
+
+
+def test_compile_folds_the_last_bn_into_the_merge():
+    x = torch.randn(2, 32, 5, 5)
+    assert _batch_norm_calls(Bottleneck(32, 8), x) == 3
+    unit = Bottleneck(32, 8, se=SEConfig(reduction=4))
+    assert _batch_norm_calls(unit, x) == 2  # bn3 folded into the SE merge
+    unit.bn3.register_forward_hook(lambda *args: None)
+    assert _batch_norm_calls(unit, x) == 3  # a hooked BN is called as itself
+    with fast_se(False):
+        assert _batch_norm_calls(Bottleneck(32, 8, se=SEConfig(reduction=4)), x) == 3
+
+
+@pytest.mark.parametrize("downsample", [False, True])
+def test_compiled_unit_with_the_bn_folded_in_matches_eager(downsample):
+    """Through AOTAutograd (torch.compile's autograd, without Inductor's code generation), a training step
+    of the folded unit equals the eager formula: output, gradients, running statistics."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    projection = nn.Sequential(nn.Conv2d(32, 32, 1, bias=False), nn.BatchNorm2d(32)) if downsample else None
+    unit = Bottleneck(32, 8, downsample=projection, se=SEConfig(reduction=4)).double()
+    x = torch.randn(3, 32, 5, 5, dtype=torch.float64)
+    eager_out, eager_grads, eager_unit = _run(unit, [x], False)
+    torch._dynamo.reset()
+    compiled_unit = copy.deepcopy(unit)
+    out, grads, compiled_unit = _run(torch.compile(compiled_unit, backend="aot_eager"), [x], True)
+    torch.testing.assert_close(out, eager_out)
+    for got, want in zip(grads, eager_grads):
+        torch.testing.assert_close(got, want)
+    for got, want in zip(compiled_unit.buffers(), eager_unit.buffers()):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager():
     model = senet.create_model("se_resnet20", num_classes=5).double()

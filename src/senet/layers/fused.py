@@ -21,8 +21,12 @@ alive for the backward pass. The official release fused "scale + residual add" i
 - on a GPU the merge, its backward and that last pass are Triton kernels (`senet.layers.triton_se`):
   PyTorch's broadcasting kernels are generic, strided ones, and several of them per block made SE cost
   40% of a ResNet-50 training step on an H100 (bf16, channels_last).
-- torch.compile, TorchScript, tracing and ONNX export see the straightforward formula, which Inductor
-  fuses by itself (and whose saved tensors its partitioner chooses) and exporters understand.
+- torch.compile sees the merge with the BN before it folded in (`folded_batch_norm`): BN(c) = c * alpha +
+  beta per channel, and the squeeze of BN(c) is alpha * mean(c) + beta, so one reduction over c (per
+  (n, c) moments) gives both the batch statistics and the squeeze, and the merge is one pass over c and
+  the shortcut, relu(c * s alpha + s beta + skip). The BN output is never written, and the block output is
+  read no more often than in the plain unit. Inductor fuses this (and its backward) itself.
+- TorchScript, tracing and ONNX export see the straightforward formula, which exporters understand.
 
 `fast_se(False)` switches every SE block (and the plain residual sum) back to the straightforward formula
 ``x * s``, then ``+ skip``, then the activation: same modules, same state dict, same results.
@@ -93,6 +97,58 @@ def _straightforward() -> bool:
         return True
     symbolic = torch.fx._symbolic_trace
     return getattr(symbolic, "is_fx_symbolic_tracing", symbolic.is_fx_tracing)()
+
+
+def _exporting() -> bool:
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.onnx.is_in_onnx_export() or (exporting is not None and exporting())
+
+
+def folds_batch_norm(norm: nn.Module) -> bool:
+    """Whether the merge after `norm` is compiled with `norm` folded in (`folded_batch_norm`): a compiler
+    (not an exporter) is tracing, the fast path is on, and `norm` is a plain, unhooked BatchNorm."""
+    if not (_fast_se and torch.compiler.is_compiling()) or _exporting():
+        return False
+    if type(norm) not in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+        return False  # (SyncBatchNorm needs statistics from every process; subclasses may differ)
+    return not (norm._forward_hooks or norm._forward_pre_hooks or norm._backward_hooks or norm._backward_pre_hooks)
+
+
+def folded_batch_norm(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+    """(alpha, beta, mean) with norm(c) = c * alpha + beta (alpha, beta: one value per channel) and mean
+    the spatial mean of c per (n, c), so that the squeeze of norm(c) is mean * alpha + beta (Eq. 2).
+
+    The batch statistics come from per-(n, c) moments of c (one reduction, which also gives the squeeze),
+    combined over the batch exactly (the variance of the whole is the mean of the per-sample variances
+    plus the variance of the per-sample means), in float32 at least. Running statistics and
+    `num_batches_tracked` are updated as `nn.BatchNorm` does; in eval mode the running statistics are used.
+    """
+    acc = torch.promote_types(c.dtype, torch.float32)
+    var_nc, mean_nc = torch.var_mean(c.to(acc), dim=tuple(range(2, c.dim())), correction=0)
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # a cumulative moving average
+            factor = 1.0 / float(norm.num_batches_tracked)
+    if norm.training or norm.running_mean is None:
+        count = c.numel() // c.shape[1]
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(c.shape)}")
+        mean = mean_nc.mean(0)
+        var = var_nc.mean(0) + (mean_nc - mean).square().mean(0)
+        if norm.training and norm.running_mean is not None:
+            with torch.no_grad():
+                norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+                norm.running_var.lerp_((var * (count / (count - 1))).to(norm.running_var.dtype), factor)
+    else:
+        mean, var = norm.running_mean.to(acc), norm.running_var.to(acc)
+    alpha = torch.rsqrt(var + norm.eps)
+    if norm.weight is not None:
+        alpha = alpha * norm.weight.to(acc)
+    beta = -mean * alpha
+    if norm.bias is not None:
+        beta = beta + norm.bias.to(acc)
+    return alpha, beta, mean_nc
 
 
 def fusable_relu(act: Callable[[Tensor], Tensor] | None) -> bool:

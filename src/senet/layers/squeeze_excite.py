@@ -17,7 +17,15 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
-from senet.layers.fused import MergeLink, _straightforward, scale_add_act, squeeze_avg
+from senet.layers.fused import (
+    MergeLink,
+    _straightforward,
+    fusable_relu,
+    folded_batch_norm,
+    folds_batch_norm,
+    scale_add_act,
+    squeeze_avg,
+)
 
 SQUEEZES = ("avg", "max", "none")
 GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
@@ -181,12 +189,45 @@ class SqueezeExcitation(nn.Module):
             s = self.squeeze(x)
             s = self.act(self.bn(self.fc1(s)))
             return self.gate(self.fc2(s))
-        weight1, weight2 = self.fc1.weight, self.fc2.weight
-        z = squeeze_avg(x, link, dtype=weight1.dtype if weight1.dtype != x.dtype else None)
+        weight = self.fc1.weight
+        z = squeeze_avg(x, link, dtype=weight.dtype if weight.dtype != x.dtype else None)
+        return self._excite(z.flatten(1)).view(z.shape)
+
+    def _excite(self, z: Tensor) -> Tensor:
+        """s from the pooled (N, C) vector z: fc1, act, fc2 and the gate as `F.linear` on (N, C) in the FCs'
+        own precision, autocast off (the fast excitation; the same weights as the 1x1 convolutions)."""
         with _autocast_off(z):
-            h = self.act(F.linear(z.flatten(1), weight1.flatten(1), self.fc1.bias))
-            s = self.gate(F.linear(h, weight2.flatten(1), self.fc2.bias))
-        return s.view(z.shape)
+            z = z.to(self.fc1.weight.dtype)
+            h = self.act(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
+            return self.gate(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
+
+    def folds(self, norm: nn.Module) -> bool:
+        """Whether `merge_folded` applies to the merge after `norm` (under torch.compile, see
+        `senet.layers.fused.folded_batch_norm`): average squeeze, no BN inside the excitation, nothing
+        hooked, and `norm` a plain BatchNorm."""
+        return (
+            self.squeeze_mode == "avg"
+            and isinstance(self.bn, nn.Identity)
+            and folds_batch_norm(norm)
+            and not _global_forward_hooks()
+            and not self._hooked()
+        )
+
+    def merge_folded(
+        self, c: Tensor, norm: nn.Module, skip: Tensor, act: Callable[[Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """act(x * s + skip) for x = norm(c), with the BN folded in (Eq. 2-4): x = c * alpha + beta, its
+        squeeze is mean(c) * alpha + beta, so the merge is act(c * (s alpha) + s beta + skip), one pass over
+        c that never writes x. What torch.compile sees (`folds`); the same results as `forward`."""
+        self.check_input(c)
+        alpha, beta, mean = folded_batch_norm(c, norm)
+        s = self._excite(mean * alpha + beta).to(alpha.dtype)
+        shape = s.shape + (1,) * (c.dim() - 2)
+        out = torch.addcmul((s * beta).view(shape) + skip, c, (s * alpha).view(shape))
+        out = out.to(torch.promote_types(c.dtype, skip.dtype))
+        if fusable_relu(act):
+            return torch.relu(out)
+        return out if act is None else act(out)
 
     def forward(
         self,
@@ -334,13 +375,22 @@ class SEResidualUnit(nn.Module):
         return self.se(x) if self.se_position == "3x3" else x
 
     def se_merge(
-        self, residual: Tensor, shortcut: Tensor, act: Callable[[Tensor], Tensor] | None = None
+        self,
+        residual: Tensor,
+        shortcut: Tensor,
+        act: Callable[[Tensor], Tensor] | None = None,
+        norm: nn.Module | None = None,
     ) -> Tensor:
-        """act(residual + shortcut) with SE applied where `se_position` puts it.
+        """act(residual + shortcut) with SE applied where `se_position` puts it; given `norm`, the
+        residual is norm(residual) (the unit's last BN, which standard SE under torch.compile folds in).
 
         The scale, the sum and a ReLU run fused (`senet.layers.fused`); `residual` is consumed (its memory
         may hold the result).
         """
+        if norm is not None:
+            if self.se_position == "standard" and self.se.folds(norm):
+                return self.se.merge_folded(residual, norm, shortcut, act)
+            residual = norm(residual)
         if self.se_position == "standard":  # relu(residual * s + shortcut), the release's Axpy layer
             return self.se(residual, shortcut, act, inplace=True)
         if self.se_position == "identity":

@@ -64,8 +64,7 @@ class BasicBlock(SEResidualUnit):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.se_pre(x)
         out = self.se_mid(self.act1(self.bn1(self.conv1(out))))
-        out = self.bn2(self.conv2(out))
-        return self.se_merge(out, shortcut, self.act2)
+        return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
 
 
 class Bottleneck(SEResidualUnit):
@@ -114,8 +113,7 @@ class Bottleneck(SEResidualUnit):
         out = self.se_pre(x)
         out = self.act1(self.bn1(self.conv1(out)))
         out = self.se_mid(self.act2(self.bn2(self.conv2(out))))
-        out = self.bn3(self.conv3(out))
-        return self.se_merge(out, shortcut, self.act3)
+        return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
 
 
 def make_stem(
