@@ -344,6 +344,25 @@ def test_merge_with_the_bn_folded_in_matches_the_formula(kind):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
 
 
+def test_merge_with_the_bn_folded_in_under_autocast():
+    """Under bf16 autocast (channels_last) the folded merge gives the formula's dtype and values to bf16
+    precision; the batch statistics are summed in float32."""
+    torch.manual_seed(0)
+    se, bn = SqueezeExcitation(16, 4), _bn("train").float()
+    c = torch.randn(4, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(4, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    results = {}
+    for folded in (True, False):
+        se_, bn_ = copy.deepcopy(se), copy.deepcopy(bn)
+        with torch.autocast("cpu", dtype=torch.bfloat16), fast_se(False):
+            c_, skip_ = c.to(torch.bfloat16), skip.to(torch.bfloat16)
+            results[folded] = (se_.merge_folded(c_, bn_, skip_, nn.ReLU()) if folded else se_(bn_(c_), skip_, nn.ReLU()), bn_)
+    (out, bn_folded), (want, bn_formula) = results[True], results[False]
+    assert out.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), want.float(), atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(bn_folded.running_var, bn_formula.running_var, atol=1e-3, rtol=1e-3)
+
+
 def _batch_norm_calls(module: nn.Module, x: torch.Tensor) -> int:
     """How many BatchNorm calls torch.compile's graph of module(x) holds."""
     import torch._dynamo

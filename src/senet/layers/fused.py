@@ -124,7 +124,7 @@ def folded_batch_norm(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple
     `num_batches_tracked` are updated as `nn.BatchNorm` does; in eval mode the running statistics are used.
     """
     acc = torch.promote_types(c.dtype, torch.float32)
-    var_nc, mean_nc = torch.var_mean(c.to(acc), dim=tuple(range(2, c.dim())), correction=0)
+    space = tuple(range(2, c.dim()))
     factor = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -134,13 +134,15 @@ def folded_batch_norm(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple
         count = c.numel() // c.shape[1]
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(c.shape)}")
+        var_nc, mean_nc = torch.var_mean(c.to(acc), dim=space, correction=0)
         mean = mean_nc.mean(0)
         var = var_nc.mean(0) + (mean_nc - mean).square().mean(0)
         if norm.training and norm.running_mean is not None:
             with torch.no_grad():
                 norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
                 norm.running_var.lerp_((var * (count / (count - 1))).to(norm.running_var.dtype), factor)
-    else:
+    else:  # the running statistics: only the squeeze is needed from c
+        mean_nc = c.mean(space, dtype=acc)
         mean, var = norm.running_mean.to(acc), norm.running_var.to(acc)
     alpha = torch.rsqrt(var + norm.eps)
     if norm.weight is not None:
