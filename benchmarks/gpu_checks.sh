@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of the SE fast path in one go, for a machine with a CUDA GPU (a lent one included):
-# the kernel and gpu-marked tests, the CUDA rows of the standard table (eager, then compiled) and kernel
-# profiles of one training step. Results go to $OUT (default benchmarks/results/gpu). Each part has its
+# the kernel and gpu-marked tests, the unit tail alone (BN + merge, eager and compiled), the CUDA rows of
+# the standard table (eager, then compiled) and kernel profiles of one training step. Results go to $OUT (default benchmarks/results/gpu). Each part has its
 # own time limit, so one slow part cannot take the others' results with it.
 #
 #   bash benchmarks/gpu_checks.sh                              # everything
@@ -9,7 +9,7 @@
 #   PARTS="tests table" bash benchmarks/gpu_checks.sh          # the whole CUDA table in one file
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
-PARTS=${PARTS:-"env tests eager profile compiled-profile compiled"}
+PARTS=${PARTS:-"env tests block eager profile compiled-profile compiled"}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -26,6 +26,10 @@ if has tests; then
   section "kernel and gpu-marked tests"
   timeout ${TESTS_LIMIT:-240} $PY -m pytest -q -p no:cacheprovider -n 4 tests/test_triton_se.py \
     tests/test_fused_se.py::test_cuda_matches_formula tests/test_bench.py::test_cuda_bench_bf16_channels_last 2>&1 | tail -n 15
+fi
+if has block; then
+  section "unit tail (BN + merge), eager and compiled"
+  timeout ${BLOCK_LIMIT:-240} $PY benchmarks/merge_block.py --device cuda 2>"$OUT/block.log" | tee "$OUT/merge_block_cuda.md"
 fi
 if has table; then
   section "CUDA table, eager and compiled"

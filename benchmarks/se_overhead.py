@@ -28,9 +28,11 @@ PAIRS = (("se_resnet50", "resnet50"), ("se_resnext50_32x4d", "resnext50_32x4d"))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def default_output(devices: list[str]) -> Path:
-    """results/se_overhead_cpu.md, results/se_overhead_cuda.md, or se_overhead_cpu_cuda.md for both."""
-    return RESULTS / f"se_overhead_{'_'.join(devices)}.md"
+def default_output(devices: list[str], execs: list[str] | None = None) -> Path:
+    """results/se_overhead_cpu.md, results/se_overhead_cuda.md, or se_overhead_cpu_cuda.md for both; with
+    `_compiled` appended when only compiled rows are measured (so they do not overwrite the eager table)."""
+    suffix = "_compiled" if execs is not None and set(execs) == {"compiled"} else ""
+    return RESULTS / f"se_overhead_{'_'.join(devices)}{suffix}.md"
 
 
 def configs(args: argparse.Namespace) -> list[BenchConfig]:
@@ -124,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
     parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), help="devices to measure (default: cpu, and cuda when present)")
     parser.add_argument("--pairs", nargs="+", metavar="SE:PLAIN", help="model pairs instead of the standard two")
-    parser.add_argument("--output", type=Path, help="Markdown file (default: results/se_overhead_<devices>.md)")
+    parser.add_argument("--output", type=Path, help="Markdown file (default: results/se_overhead_<devices>[_compiled].md)")
     args = parser.parse_args(argv)
     if args.output is None:
-        args.output = default_output(resolve_devices(args))
+        args.output = default_output(resolve_devices(args), ["eager"] if args.no_compile else args.exec)
 
     command = "python benchmarks/se_overhead.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = []

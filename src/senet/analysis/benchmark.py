@@ -16,8 +16,8 @@ Training peak memory: on CUDA, the rise of `torch.cuda.max_memory_allocated` ove
 was allocated before it, plus the subject's weights, optimizer state and batch. On CPU there is no
 allocator statistic, so the profiler's allocation events of one step are replayed to find the peak of
 live tensor bytes, to which the bytes alive before the step (weights, optimizer state, batch) are added.
-The bytes of the tensors autograd keeps for the backward pass (activations) are counted separately
-with `torch.autograd.graph.saved_tensors_hooks`.
+The bytes of the tensors autograd keeps for the backward pass (activations) are counted separately, by
+walking the autograd graph behind the loss (`saved_storages`).
 """
 
 from __future__ import annotations
