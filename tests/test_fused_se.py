@@ -483,6 +483,27 @@ def test_bn_recipe_rebuilds_the_bn_output():
     assert bn_recipe(bn.eval()(c)) is None
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (3, 5, 4, 6), (2, 4, 3, 2, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spatial_sums(shape, dtype, channels_last):
+    """The per-(n, c) sums of grad * other and of grad (one BatchNorm-backward pass on contiguous CPU
+    tensors, a product and two sums otherwise) equal the direct sums."""
+    from senet.layers.fused import spatial_sums
+
+    grad, other = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype) + 1
+    if channels_last and len(shape) > 3:
+        fmt = CHANNELS_LAST[len(shape) - 2]
+        grad, other = grad.contiguous(memory_format=fmt), other.contiguous(memory_format=fmt)
+    target = torch.Size(shape[:2] + (1,) * (len(shape) - 2))
+    dot, total = spatial_sums(grad, other, target)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(dot, (grad.double() * other.double()).sum_to_size(target).to(dtype), atol=tol, rtol=tol)
+    torch.testing.assert_close(total, grad.double().sum_to_size(target).to(dtype), atol=tol, rtol=tol)
+    full = spatial_sums(grad, other, torch.Size(shape))[0]  # squeeze "none": nothing to sum
+    torch.testing.assert_close(full, grad * other)
+
+
 def test_bn_recipe_is_checked_before_it_is_trusted(monkeypatch):
     """The reading of a BN node's saved tensors is checked once per node type and device; a reading that
     does not rebuild x is refused, and the unit then keeps x and still matches the formula."""

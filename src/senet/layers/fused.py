@@ -325,16 +325,44 @@ class _ScaleAddReLU(torch.autograd.Function):
                 grad_scale = grad_scale.div_(scale).masked_fill_(scale == 0, 0)
             elif ctx.bn:
                 # x = c * alpha + beta, so sum(grad * x) = alpha * sum(grad * c) + beta * sum(grad): x is
-                # never materialised (one product pass, as keeping x would need).
+                # never materialised.
                 alpha, beta = affine
-                acc = torch.promote_types(grad.dtype, torch.float32)  # half precision sums in float32
-                sum_gc = torch.mul(grad.to(acc), kept).sum_to_size(scale.shape)
-                sum_g = grad.to(acc).sum_to_size(scale.shape)
+                sum_gc, sum_g = spatial_sums(grad, kept, scale.shape)
                 grad_scale = (sum_gc * alpha + sum_g * beta).to(scale.dtype)
             else:
-                grad_scale = (grad * kept).sum_to_size(scale.shape)
+                grad_scale = spatial_sums(grad, kept, scale.shape)[0].to(scale.dtype)
         grad_skip = grad if ctx.needs_input_grad[2] else None
         return grad_x, grad_scale, grad_skip, None, None, None, None, None, None
+
+
+def spatial_sums(grad: Tensor, other: Tensor, shape: torch.Size) -> tuple[Tensor, Tensor]:
+    """(sum of grad * other, sum of grad) summed to `shape` (the scale's: per (n, c) as (N, C, 1, ...), or
+    any shape grad sums to), in float32 at least.
+
+    On the CPU, for contiguous float32/float64 tensors, both come from one pass: BatchNorm's backward
+    kernel computes, per channel, sum(dy * (x - mean) * invstd) and sum(dy); viewing (N, C, *space) as
+    (1, N * C, *space), with mean 0 and invstd 1, its channels are our (n, c) pairs and those are our sums.
+    Elsewhere a product and two reductions (the GPU path has its own kernel, `triton_se.merge_backward`).
+    """
+    n, c = grad.shape[:2]
+    if (
+        grad.device.type == "cpu"
+        and grad.dtype in (torch.float32, torch.float64)
+        and other.dtype == grad.dtype
+        and grad.is_contiguous()
+        and other.is_contiguous()
+        and other.shape == grad.shape
+        and tuple(shape) == (n, c) + (1,) * (grad.dim() - 2)
+    ):
+        view = (1, n * c, *grad.shape[2:])
+        zeros, ones = grad.new_zeros(n * c), grad.new_ones(n * c)
+        _, dot, total = torch.ops.aten.native_batch_norm_backward(
+            grad.view(view), other.view(view), None, None, None, zeros, ones, True, 0.0, [False, True, True]
+        )
+        return dot.view(shape), total.view(shape)
+    acc = torch.promote_types(grad.dtype, torch.float32)  # half precision sums in float32
+    grad = grad.to(acc)
+    return torch.mul(grad, other).sum_to_size(shape), grad.sum_to_size(shape)
 
 
 def _merge(x: Tensor, scale: Tensor, skip: Tensor, relu: bool, overwrite: bool, kernels: bool) -> Tensor:
