@@ -344,6 +344,26 @@ def test_merge_with_the_bn_folded_in_matches_the_formula(kind):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dims", [1, 3])
+def test_merge_with_the_bn_folded_in_for_signals_and_volumes(dims):
+    """The fold is the same for 1-D and 3-D units (BatchNorm1d / BatchNorm3d), training mode."""
+    torch.manual_seed(0)
+    se = SqueezeExcitation(8, 4, dims=dims).double()
+    bn = {1: nn.BatchNorm1d, 3: nn.BatchNorm3d}[dims](8).double()
+    shape = (3, 8) + (5, 4, 3)[:dims]
+    c, skip = torch.randn(shape, dtype=torch.float64) + 1, torch.randn(shape, dtype=torch.float64)
+    results = {}
+    for folded in (True, False):
+        se_, bn_ = copy.deepcopy(se), copy.deepcopy(bn)
+        c_ = c.clone().requires_grad_()
+        with fast_se(False):
+            out = se_.merge_folded(c_, bn_, skip, nn.ReLU()) if folded else se_(bn_(c_), skip, nn.ReLU())
+        out.square().sum().backward()
+        results[folded] = [out.detach(), c_.grad, bn_.running_var, *(p.grad for p in se_.parameters())]
+    for got, want in zip(results[True], results[False]):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
 def test_merge_with_the_bn_folded_in_under_autocast():
     """Under bf16 autocast (channels_last) the folded merge gives the formula's dtype and values to bf16
     precision; the batch statistics are summed in float32."""
