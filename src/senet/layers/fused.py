@@ -104,6 +104,13 @@ def _exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or (exporting is not None and exporting())
 
 
+def hooked(*modules: nn.Module) -> bool:
+    """Whether any forward, forward-pre, backward or backward-pre hook watches one of `modules`."""
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules
+    )
+
+
 def folds_batch_norm(norm: nn.Module) -> bool:
     """Whether the merge after `norm` is compiled with `norm` folded in (`folded_batch_norm`): a compiler
     (not an exporter) is tracing, the fast path is on, and `norm` is a plain, unhooked BatchNorm."""
@@ -111,7 +118,7 @@ def folds_batch_norm(norm: nn.Module) -> bool:
         return False
     if type(norm) not in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
         return False  # (SyncBatchNorm needs statistics from every process; subclasses may differ)
-    return not (norm._forward_hooks or norm._forward_pre_hooks or norm._backward_hooks or norm._backward_pre_hooks)
+    return not hooked(norm)
 
 
 def folded_batch_norm(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:

@@ -23,6 +23,7 @@ from senet.layers.fused import (
     fusable_relu,
     folded_batch_norm,
     folds_batch_norm,
+    hooked,
     scale_add_act,
     squeeze_avg,
 )
@@ -205,13 +206,7 @@ class SqueezeExcitation(nn.Module):
         """Whether `merge_folded` applies to the merge after `norm` (under torch.compile, see
         `senet.layers.fused.folded_batch_norm`): average squeeze, no BN inside the excitation, nothing
         hooked, and `norm` a plain BatchNorm."""
-        return (
-            self.squeeze_mode == "avg"
-            and isinstance(self.bn, nn.Identity)
-            and folds_batch_norm(norm)
-            and not _global_forward_hooks()
-            and not self._hooked()
-        )
+        return self._plain_avg() and folds_batch_norm(norm)
 
     def merge_folded(
         self, c: Tensor, norm: nn.Module, skip: Tensor, act: Callable[[Tensor], Tensor] | None = None
@@ -248,28 +243,24 @@ class SqueezeExcitation(nn.Module):
         if skip is None:
             out = x * self.excitation(x)  # the scale alone: nothing to fuse it with
             return out if act is None else act(out)
-        global_hooks = _global_forward_hooks()
-        fast = (
-            self.squeeze_mode == "avg"
-            and isinstance(self.bn, nn.Identity)
-            and not _straightforward()
-            and not global_hooks
-            and not self._hooked()
-        )
+        fast = not _straightforward() and self._plain_avg()
         # The squeeze's backward then writes dL/dx (see MergeLink).
         link = MergeLink() if fast and x.requires_grad and torch.is_grad_enabled() else None
         s = self.excitation(x, link, fast)
-        inplace = inplace and not self._forward_hooks and not global_hooks
+        inplace = inplace and not self._forward_hooks and not _global_forward_hooks()
         recompute = self.squeeze_mode == "avg" and isinstance(self.gate, nn.Sigmoid)
         # scale_add_act overwrites x only where x then need not be kept (see its `inplace`).
         return scale_add_act(x, s, skip, act, inplace=inplace, recompute=recompute, link=link)
 
-    def _hooked(self) -> bool:
-        """Whether any hook watches this block or its parts (then every part is called as a module)."""
-        for m in (self, self.squeeze, self.fc1, self.bn, self.act, self.fc2, self.gate):
-            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
-                return True
-        return False
+    def _plain_avg(self) -> bool:
+        """Average squeeze, no BN inside the excitation, and no hook on this block, its parts or every
+        module (else every part is called as a module): when the fast excitation and the BN fold apply."""
+        return (
+            self.squeeze_mode == "avg"
+            and isinstance(self.bn, nn.Identity)
+            and not _global_forward_hooks()
+            and not hooked(self, self.squeeze, self.fc1, self.bn, self.act, self.fc2, self.gate)
+        )
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden_channels}, squeeze={self.squeeze_mode}"
