@@ -1,11 +1,11 @@
-"""Regenerate the README's model table from the registry (`make readme`)."""
+"""Regenerate the zoo table of docs/models.md from the registry (`make readme`)."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-readme = Path(__file__).resolve().parents[1] / "README.md"
+readme = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 table = subprocess.run(
     [sys.executable, "-m", "senet", "models", "--markdown"], check=True, capture_output=True, text=True
 ).stdout.strip()

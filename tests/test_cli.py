@@ -73,13 +73,13 @@ def test_python_dash_m_entry_point() -> None:
     assert "se_resnet20  input 3x32x32" in result.stdout
 
 
-def test_readme_model_table_is_current(all_rows: list[dict]) -> None:
-    """The README's zoo table is `senet models --markdown`; regenerate it when models change."""
+def test_docs_model_table_is_current(all_rows: list[dict]) -> None:
+    """docs/models.md's zoo table is `senet models --markdown`; regenerate it (`make readme`) when models change."""
     from pathlib import Path
 
-    readme = Path(__file__).resolve().parents[1] / "README.md"
+    readme = Path(__file__).resolve().parents[1] / "docs" / "models.md"
     if not readme.exists():
-        pytest.skip("README.md is not next to the tests (installed package)")
+        pytest.skip("docs/models.md is not next to the tests (installed package)")
     table = markdown_twin_table(all_rows)
     text = readme.read_text()
     start, end = text.index("<!-- models-table -->"), text.index("<!-- /models-table -->")
