@@ -44,7 +44,9 @@ def test_per_class_means_equal_the_excitations_computed_directly():
             assert torch.allclose(stats.per_class[name][c], s[labels == c].mean(0), atol=1e-6)
         assert torch.allclose(stats.mean(name), s.mean(0), atol=1e-6)
         assert ((0 < stats.per_class[name]) & (stats.per_class[name] < 1)).all()  # sigmoid gate
-    assert stats.class_specificity("SE_2_1") >= 0
+    for name in blocks:  # the spread between classes, averaged over channels
+        expected = stats.per_class[name].std(0, unbiased=False).mean()
+        assert stats.class_specificity(name) == pytest.approx(float(expected), rel=1e-6) and expected > 0
 
 
 def test_max_images_and_models_without_se():
