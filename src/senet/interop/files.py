@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,7 +79,8 @@ def safe_torch_load(path: Path) -> Any:
     path = Path(path)
     check_not_junk(path)
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (pickle protocol notes: a failure is reported below)
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (every unpickling failure means an unusable file)
         raise WeightsFileError(_load_failure(path, error)) from None

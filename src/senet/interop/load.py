@@ -85,8 +85,11 @@ def recognise_file(
     if source == "senet" or (source == "auto" and model is not None and _has_keys_of(model, weights.state_dict)):
         if model is None:
             raise ConfigError(f"{weights.path} has senet's keys but no metadata naming the model; pass --model NAME")
-        return Recognised("senet", model, model, {}, weights.state_dict, {}), weights
-    return recognise(weights.state_dict, source=source, model=model, config=weights.config), weights
+        return Recognised("senet", model, model, _senet_kwargs(model, weights.state_dict), weights.state_dict, {}), weights
+    try:
+        return recognise(weights.state_dict, source=source, model=model, config=weights.config), weights
+    except SenetError as error:  # say which file
+        raise type(error)(f"{weights.path}: {error}") from None
 
 
 def _has_keys_of(model: str, state: dict[str, Tensor]) -> bool:
@@ -95,6 +98,22 @@ def _has_keys_of(model: str, state: dict[str, Tensor]) -> bool:
 
     with torch.device("meta"):
         return set(create_model(model).state_dict()) == set(state)
+
+
+def _senet_kwargs(model: str, state: dict[str, Tensor]) -> dict[str, Any]:
+    """num_classes and in_chans of a senet state dict without metadata, from its classifier and first convolution."""
+    from senet.models import create_model
+
+    with torch.device("meta"):
+        probe = create_model(model)
+    expected = probe.state_dict()
+    kwargs: dict[str, Any] = {}
+    if "fc.weight" in state and "fc.weight" in expected and state["fc.weight"].shape[0] != expected["fc.weight"].shape[0]:
+        kwargs["num_classes"] = int(state["fc.weight"].shape[0])
+    first = next((k for k, v in expected.items() if v.dim() >= 3 and v.shape[1] == probe.in_chans), None)
+    if first is not None and first in state and state[first].dim() >= 3 and state[first].shape[1] != probe.in_chans:
+        kwargs["in_chans"] = int(state[first].shape[1])
+    return kwargs
 
 
 def load_pretrained(
