@@ -440,12 +440,15 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
     """The parsers of convert, predict and export."""
     sources = "auto (from the key names; default), timm-legacy, timm, torchvision, senet.pytorch or senet"
 
+    def add_weights_args(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--source", default="auto", help=f"the library that wrote {what}: {sources}")
+        p.add_argument("--model", help="the senet model name, where the keys leave it open")
+        p.add_argument("--ema", action="store_true", help="take the checkpoint's EMA weights (state_dict_ema)")
+
     p = sub.add_parser("convert", help="write any SE checkpoint (timm, torchvision, senet.pytorch, hub folder) as a senet .safetensors")
     p.add_argument("src", help="weights file (.pth, .pt, .bin, .pth.tar, .safetensors), hub folder or senet run folder")
     p.add_argument("dst", help="the senet checkpoint to write (.safetensors)")
-    p.add_argument("--source", default="auto", help=f"the library that wrote SRC: {sources}")
-    p.add_argument("--model", help="the senet model name, where the keys leave it open")
-    p.add_argument("--ema", action="store_true", help="take the checkpoint's EMA weights (state_dict_ema)")
+    add_weights_args(p, "SRC")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     commands["convert"] = cmd_convert
 
@@ -456,9 +459,7 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0, in this process)")
-    p.add_argument("--source", default="auto", help=f"the library that wrote the checkpoint: {sources}")
-    p.add_argument("--model", help="the senet model name, where the checkpoint's keys leave it open")
-    p.add_argument("--ema", action="store_true", help="the checkpoint's EMA weights")
+    add_weights_args(p, "the checkpoint")
     p.add_argument("--json", action="store_true", help='one JSON list of {"path", "top": [{"class", "index", "prob"}]}')
     commands["predict"] = cmd_predict
 
