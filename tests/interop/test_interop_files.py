@@ -190,3 +190,15 @@ def test_ema_and_model_mismatches(tmp_path: Path, net: torch.nn.Module) -> None:
         senet.load_model(senet_file(tmp_path / "w.safetensors", net), model="resnet20")
     with pytest.raises(senet.SenetError, match="no metadata naming the model; pass --model"):
         senet.load_model(tmp_path / "c.pth", source="senet")
+
+
+def test_adapt_input_conv_matches_timm() -> None:
+    """timm's own adapt_input_conv output (scripts/make_adapt_input_conv_fixture.py) for 1, 2, 4 and 7 channels."""
+    import json
+
+    from senet.interop.load import adapt_input_conv
+
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "adapt_input_conv.json").read_text())
+    weight = torch.tensor(fixture["weight"])
+    for in_chans, expected in fixture["adapted"].items():
+        assert torch.allclose(adapt_input_conv(weight, int(in_chans)), torch.tensor(expected), rtol=1e-6, atol=1e-7), in_chans
