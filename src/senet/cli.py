@@ -421,7 +421,7 @@ def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int
     from senet.interop.export import onnxruntime_bench
 
     unsupported = [flag for flag, on in (("--mode train", args.mode == "train"), ("--compile", args.compile),
-                   ("--channels-last", args.channels_last), ("--amp", args.amp), ("--device cuda", args.device == "cuda"),
+                   ("--channels-last", args.channels_last), ("--amp", args.amp not in (None, False, "none")), ("--device cuda", args.device == "cuda"),
                    ("--se-impl naive", args.se_impl == "naive")) if on]
     if unsupported:
         raise SenetError(f"--runtime onnxruntime times fp32 CPU inference of the exported model; drop {', '.join(unsupported)}")

@@ -77,10 +77,10 @@ def test_export_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
         export_model(network(), tmp_path / "no" / "m.pt")
 
 
-@pytest.mark.slow
 def test_bench_onnxruntime(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("onnxruntime")
-    argv = ["bench", "--model", "se_resnet20", "--runtime", "onnxruntime", "--repeats", "2", "--warmup", "1", "--threads", "1", "--quiet"]
+    argv = ["bench", "--model", "se_resnet20", "--runtime", "onnxruntime", "--repeats", "2", "--warmup", "1", "--threads", "1",
+            "--quiet", "--batch", "2", "--input", "24"]
     assert main(argv + ["--json"]) == 0
     import json
 
@@ -88,6 +88,7 @@ def test_bench_onnxruntime(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["baseline"] == "resnet20" and set(result["median_ms"]) == {
         "se_resnet20 eager", "se_resnet20 onnxruntime", "resnet20 eager", "resnet20 onnxruntime"}
     assert "se_resnet20/resnet20 onnxruntime" in result["ratios"] and max(result["max_abs_diff"].values()) < 1e-4
+    assert result["batch"] == 2 and result["input_shape"] == [3, 24, 24] and result["threads"] == 1
     assert main(argv + ["--mode", "train"]) == 2
     assert "drop --mode train" in capsys.readouterr().err
 

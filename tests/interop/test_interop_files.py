@@ -202,3 +202,9 @@ def test_adapt_input_conv_matches_timm() -> None:
     weight = torch.tensor(fixture["weight"])
     for in_chans, expected in fixture["adapted"].items():
         assert torch.allclose(adapt_input_conv(weight, int(in_chans)), torch.tensor(expected), rtol=1e-6, atol=1e-7), in_chans
+
+
+def test_extra_keywords_are_recorded(tmp_path: Path, net: torch.nn.Module) -> None:
+    model = senet.load_model(senet_file(tmp_path / "w.safetensors", net), drop_rate=0.3, num_classes=2)
+    assert model.drop.p == 0.3
+    assert model.pretrained_cfg["kwargs"] == {"num_classes": 2, "in_chans": 3, "drop_rate": 0.3}

@@ -132,7 +132,7 @@ def load_pretrained(
     """
     recognised, weights = recognise_file(path, source=source, model=model, ema=ema)
     built, notes = build_network(recognised, weights.path, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    cfg = pretrained_cfg(recognised, weights, built)
+    cfg = pretrained_cfg(recognised, weights, built, kwargs)
     built.eval()
     built.pretrained_cfg = cfg
     return Pretrained(built, recognised, cfg, notes)
@@ -240,8 +240,11 @@ def _kwargs_text(kwargs: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def pretrained_cfg(recognised: Recognised, weights: WeightsFile, network: nn.Module) -> dict[str, Any]:
-    """The preprocessing and provenance of a loaded network (timm's pretrained_cfg keys where they exist)."""
+def pretrained_cfg(
+    recognised: Recognised, weights: WeightsFile, network: nn.Module, extra_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The preprocessing and provenance of a loaded network (timm's pretrained_cfg keys where they exist);
+    `kwargs` are the create_model keywords that rebuild it (the file's, `extra_kwargs`, classes and channels)."""
     pre = dict(recognised.preprocessing)
     config = weights.config or {}
     channels = int(network.in_chans)
@@ -258,7 +261,7 @@ def pretrained_cfg(recognised: Recognised, weights: WeightsFile, network: nn.Mod
         labels = None  # a replaced classifier: the file's class names no longer apply
     # Pillow's filters by name ("bicubic" for timm's "bicubic"; anything unknown falls back to bilinear).
     interpolation = next((name for name in RESAMPLING if str(pre.get("interpolation", "")).startswith(name)), "bilinear")
-    kwargs = dict(recognised.model_kwargs) | {"num_classes": int(network.num_classes), "in_chans": channels}
+    kwargs = dict(recognised.model_kwargs) | dict(extra_kwargs or {}) | {"num_classes": int(network.num_classes), "in_chans": channels}
     return {
         "source": recognised.source,
         "architecture": recognised.architecture,
