@@ -72,3 +72,16 @@ def test_predict_subprocess_user_error_is_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("senet: error: ") and "is an HTML page" in result.stderr
+
+
+def test_eval_transform_interpolation() -> None:
+    from senet.data import EvalTransform
+    from senet.errors import ConfigError
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    box = (5.0, 0.0, 35.0, 30.0)  # the centre square, crop fraction 1
+    for name, resample in (("bicubic", Image.Resampling.BICUBIC), ("bilinear", Image.Resampling.BILINEAR)):
+        out = EvalTransform(12, 1.0, mode="RGB", interpolation=name)(image)
+        assert np.array_equal(out, np.asarray(image.resize((12, 12), resample, box=box)))
+    with pytest.raises(ConfigError, match="unknown interpolation 'lanczos'"):
+        EvalTransform(12, interpolation="lanczos")
