@@ -366,7 +366,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from senet.interop.load import convert
 
     loaded = convert(args.src, args.dst, source=args.source, model=args.model, ema=args.ema, force=args.force)
-    print(f"{loaded.recognised.describe()}; wrote {args.dst}")
+    found = f" ({loaded.found})" if loaded.found else ""
+    print(f"{loaded.recognised.describe()}{found}; wrote {args.dst}")
     return 0
 
 

@@ -33,7 +33,8 @@ def test_convert_eval_predict(tmp_path: Path, foreign: tuple[Path, torch.nn.Modu
     source, model = foreign
     converted = tmp_path / "se20.safetensors"
     assert main(["convert", str(source), str(converted), "--model", "se_resnet20"]) == 0
-    assert capsys.readouterr().out.strip() == f"senet se_resnet20 -> se_resnet20 (num_classes=4), 152 tensors; wrote {converted}"
+    assert capsys.readouterr().out.strip() == ("senet se_resnet20 -> se_resnet20 (num_classes=4), 152 tensors "
+                                                f"(the checkpoint's 'state_dict', 'module.' prefix removed); wrote {converted}")
     state, meta = load_weights(converted)
     assert meta["model"] == "se_resnet20" and meta["kwargs"] == {"num_classes": 4, "in_chans": 3} and meta["source"] == "senet"
     x = batch()

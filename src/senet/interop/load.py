@@ -36,6 +36,7 @@ class Pretrained:
     recognised: Recognised
     cfg: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    found: str = ""  # where in the file the weights were (a training checkpoint's key, a prefix removed)
 
     def meta(self) -> dict[str, Any]:
         """senet's weights metadata for this network (what `senet eval` and `load_model` rebuild it from)."""
@@ -135,7 +136,7 @@ def load_pretrained(
     cfg = pretrained_cfg(recognised, weights, built, kwargs)
     built.eval()
     built.pretrained_cfg = cfg
-    return Pretrained(built, recognised, cfg, notes)
+    return Pretrained(built, recognised, cfg, notes, weights.note)
 
 
 def load_model(path: str | Path, *, source: str = "auto", model: str | None = None, **kwargs: Any) -> nn.Module:
