@@ -58,8 +58,7 @@ def _peers() -> tuple[Peer, ...]:
             ("mobilenetv3_large_100", False), ("mobilenetv3_small_100", False)]
     torchvision = [("resnet18", False), ("resnet34", True), ("resnet50", True), ("resnet101", True),
                    ("resnet152", True), ("resnext50_32x4d", False), ("resnext101_32x8d", True),
-                   ("resnext101_64x4d", True), ("wide_resnet50_2", True), ("wide_resnet101_2", True),
-                   ("mobilenet_v3_large", False), ("mobilenet_v3_small", False)]
+                   ("resnext101_64x4d", True), ("mobilenet_v3_large", False), ("mobilenet_v3_small", False)]
     senet_pytorch = [("se_resnet18", True), ("se_resnet34", True), ("se_resnet50", False), ("se_resnet101", True),
                      ("se_resnet152", True)]
     cifar = ["se_resnet20", "se_resnet32", "se_resnet56"]

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from senet.errors import SenetError, did_you_mean
+from senet.errors import ConfigError, SenetError, did_you_mean
 from senet.layers import se_hidden_channels
 from senet.models.registry import create_model, is_se_model, list_models
 
@@ -165,6 +165,10 @@ def _rename_torchvision_mobilenetv3(keys: list[str]) -> _Renaming:
     residuals whose `block.{j}` are [expansion], depthwise, [SE fc1/fc2], projection, `features.{n-1}` the
     last conv-BN, `classifier.0` / `classifier.3` the two linear layers."""
     features = sorted({int(m.group(1)) for k in keys if (m := re.match(r"features\.(\d+)\.", k))})
+    convs: dict[int, list[int]] = {}  # feature index -> the block.{j} that are conv-BN pairs
+    for key in keys:
+        if c := re.match(r"features\.(\d+)\.block\.(\d+)\.0\.weight$", key):
+            convs.setdefault(int(c.group(1)), []).append(int(c.group(2)))
     renamed: dict[str, str] = {}
     for key in keys:
         new = key
@@ -174,9 +178,8 @@ def _rename_torchvision_mobilenetv3(keys: list[str]) -> _Renaming:
                 module = "stem" if index == features[0] else "conv_last"
                 new = f"{module}." + re.sub(r"^0\.", "conv.", re.sub(r"^1\.", "bn.", rest))
             elif b := re.match(r"block\.(\d+)\.(.*)", rest):
-                convs = sorted({int(c.group(1)) for k in keys
-                                if (c := re.match(rf"features\.{index}\.block\.(\d+)\.0\.weight$", k))})
-                names = dict(zip(convs, ["expand", "dw", "project"] if len(convs) == 3 else ["dw", "project"]))
+                pairs = sorted(convs.get(index, []))
+                names = dict(zip(pairs, ["expand", "dw", "project"] if len(pairs) == 3 else ["dw", "project"]))
                 j, tail = int(b.group(1)), b.group(2)
                 if j in names:
                     new = f"blocks.{index - 1}.{names[j]}." + re.sub(r"^0\.", "conv.", re.sub(r"^1\.", "bn.", tail))
@@ -442,23 +445,23 @@ def _find_model(renamed_shapes: Shapes, family: str, options: tuple[tuple[str, A
     structure = _structure(renamed_shapes)
     has_se = any(_is_se(k) for k in renamed_shapes)
     for name, candidate in _family_index(family, options).items():
-        if candidate == structure and is_se_model(name) == has_se:
+        if candidate == structure and is_se_model(name) == has_se:  # (an SE model's twin differs in SE only)
             return name
     return None
 
 
 def _closest_model(renamed_shapes: Shapes, family: str, options: tuple[tuple[str, Any], ...]) -> str | None:
     """A registered model with exactly these keys (but other shapes), for the shape-mismatch message."""
-    keys = {k for k in renamed_shapes if not k.endswith("num_batches_tracked")}
+    keys = {k for k, _ in _structure(renamed_shapes)}
     for name, candidate in _family_index(family, options).items():
-        if {k for k, _ in candidate} | (keys & set(_CLASSIFIER)) == keys:
+        if {k for k, _ in candidate} == keys:
             return name
     return None
 
 
 def _check_source(source: str) -> str:
     if source != "auto" and source not in _SOURCES:
-        raise SenetError(
+        raise ConfigError(
             f"unknown source {source!r}{did_you_mean(source, SOURCES)}; choose one of: auto, {', '.join(SOURCES)}"
         )
     return source
@@ -504,6 +507,7 @@ def recognise(
     renamed_shapes = {k: tuple(state_dict[v].shape) for k, v in renamed.items()}
 
     options = tuple(sorted(spec.extra_kwargs.get(family, {}).items()))
+    forced = model is not None
     if model is None:
         model = _find_model(renamed_shapes, family, options)
         if model is None:
@@ -516,8 +520,9 @@ def recognise(
     model_family = "resnet" if "stem.conv1.weight" in defaults else family
     if model_family == "resnet":
         kwargs["layout"] = spec.resnet_layout
-        if source == "timm-legacy" and model in ("se_resnet18", "se_resnet34"):
-            kwargs["relu_before_se"] = True  # timm's legacy basic block: relu(bn2) before SE
+        basic_blocks = not any(k.endswith(".conv3.weight") for k in defaults)
+        if source == "timm-legacy" and basic_blocks and se_default is not None:
+            kwargs["relu_before_se"] = True  # timm's legacy basic block (SE-ResNet-18/34): relu(bn2) before SE
     kwargs |= spec.extra_kwargs.get(model_family, {})
     kwargs |= _se_kwargs(renamed_shapes, set(renamed), se_default, spec.se_divisors)
     classes = renamed_shapes["fc.weight"][0] if "fc.weight" in renamed_shapes else 0
@@ -529,7 +534,7 @@ def recognise(
     fitted = _fit(model, kwargs, renamed, state_dict)
 
     architecture = spec.architecture(model)
-    if hub_architecture is not None and hub_architecture != architecture:
+    if hub_architecture is not None and hub_architecture != architecture and not forced:
         raise StateDictMismatchError(
             f"config.json names architecture {hub_architecture!r} but the weights are {source}'s "
             f"{architecture!r}; fix config.json or pass model=... (--model)"
