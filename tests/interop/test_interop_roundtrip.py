@@ -111,3 +111,24 @@ def test_convert_subprocess_bad_file(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"senet: error: {tmp_path / 'w.pth'} is empty (0 bytes): the download or copy failed; fetch the file again\n"
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_peer_fixture_through_a_training_checkpoint_and_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """timm's legacy_seresnet18 (weights from the fixture's seed, logits timm computed) as timm's train.py
+    saves it, with a DDP prefix: load_model, convert and the converted file give timm's logits."""
+    import argparse
+
+    from peer_fixtures import PEERS, peer_input, peer_state_dict, read_fixture, relative_difference
+
+    peer = next(p for p in PEERS if p.architecture == "legacy_seresnet18")
+    fixture = read_fixture(peer)
+    state = peer_state_dict(fixture["keys"], fixture["seed"])
+    path = tmp_path / "last.pth.tar"
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "epoch": 1,
+                "args": argparse.Namespace(model=peer.architecture)}, path)
+    x = peer_input(peer.side)
+    with torch.no_grad():
+        assert relative_difference(senet.load_model(path)(x), fixture["logits"]) < 1e-5
+        assert main(["convert", str(path), str(tmp_path / "c.safetensors")]) == 0
+        assert capsys.readouterr().out.startswith("timm legacy_seresnet18 -> se_resnet18 (layout=paper")
+        assert relative_difference(senet.load_model(tmp_path / "c.safetensors")(x), fixture["logits"]) < 1e-5
