@@ -24,7 +24,10 @@ def test_every_model_of_the_foundation_is_registered_with_its_twin() -> None:
             assert f"se_{name}" in names or name == "senet154_plain"
     assert senet.plain_twin("senet154") == "senet154_plain"
     assert senet.se_twin("resnet50") == "se_resnet50"
-    assert senet.list_models("se_resnext*") == ["se_resnext50_32x4d", "se_resnext101_32x4d", "se_resnext101_64x4d"]
+    assert senet.list_models("se_resnext*") == [
+        "se_resnext26_32x4d", "se_resnext26d_32x4d", "se_resnext26t_32x4d", "se_resnext50_32x4d",
+        "se_resnext101_32x4d", "se_resnext101_32x8d", "se_resnext101_64x4d",
+    ]  # fmt: skip
     assert all(senet.is_se_model(n) for n in senet.list_models(se=True))
 
 

@@ -2,6 +2,7 @@
 
 from senet.analysis import Complexity, complexity
 from senet.errors import ConfigError, SenetError, UnknownModelError
+from senet.interop.load import load_model
 from senet.layers import SEConfig, ShapeError, SqueezeExcitation
 from senet.models import (
     create_model,
@@ -26,6 +27,7 @@ __all__ = [
     "create_model",
     "is_se_model",
     "list_models",
+    "load_model",
     "plain_twin",
     "register_model",
     "se_twin",

@@ -196,6 +196,8 @@ TRAIN_FLAGS = {
     "checkpoint_every": "train.checkpoint_every",
     "skip_bad_images": "data.skip_bad_images",
     "tensorboard": "train.tensorboard",
+    "pretrained": "model.pretrained",
+    "source": "model.source",
 }
 
 
@@ -223,6 +225,8 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["optim.lr_batch"] = None
     for key, value in model_kwargs(args).items():
         overrides[f"model.kwargs.{key}"] = list(value) if isinstance(value, tuple) else value
+    if args.pretrained is not None and args.model is None and not (args.resume and os.path.isfile(os.path.join(args.resume, "config.yaml"))):
+        overrides["model.name"] = None  # the weights name the network, not the recipe's default model
     return overrides
 
 
@@ -291,6 +295,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="data loader processes per training process")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: each process's LOCAL_RANK GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    p.add_argument("--pretrained", metavar="PATH", help="start from these weights (any file `senet convert` reads); "
+                   "the classifier is replaced and the input convolution adapted where the data differ")
+    p.add_argument("--source", help="the library that wrote --pretrained (default: auto, from the key names)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=("sgd", "adamw"))
     opt.add_argument("--momentum", type=float)
@@ -325,6 +332,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     baseline = args.baseline
     if baseline is None and is_se_model(args.model):
         baseline = plain_twin(args.model)
+    if args.runtime == "onnxruntime":
+        return cmd_bench_onnxruntime(args, baseline)
     config = BenchConfig(
         model=args.model,
         baseline=None if baseline == "none" else baseline,
@@ -347,6 +356,129 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(config, progress)
     print(json.dumps(result.as_dict(), indent=1) if args.json else format_result(result))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# senet convert / senet predict / senet export: checkpoints in and out (senet.interop)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from senet.interop.load import convert
+
+    loaded = convert(args.src, args.dst, source=args.source, model=args.model, ema=args.ema, force=args.force)
+    found = f" ({loaded.found})" if loaded.found else ""
+    print(f"{loaded.recognised.describe()}{found}; wrote {args.dst}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from senet.engine.distributed import DistEnv, resolve_device
+    from senet.interop.load import load_model
+    from senet.interop.predict import format_prediction, image_files, predict
+
+    device = resolve_device(args.device, DistEnv())
+    model = load_model(args.checkpoint, source=args.source, model=args.model, ema=args.ema)
+    files, failed = image_files(args.images)
+    predictions, bad = predict(model, files, top=args.top, batch_size=args.batch_size, device=device, workers=args.workers)
+    for image in failed + bad:
+        print(f"senet: error: cannot read image {image.name}: {image.reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([p.as_dict() for p in predictions], indent=1))
+    else:
+        for prediction in predictions:
+            print(format_prediction(prediction))
+    return 1 if failed or bad else 0
+
+
+EXPORT_SUFFIXES = {".onnx": "onnx", ".pt2": "exported-program", ".pt": "torchscript", ".ts": "torchscript"}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from senet.interop.export import export_model
+    from senet.interop.load import load_model
+
+    export_format = args.format or EXPORT_SUFFIXES.get(Path(args.output).suffix)
+    if export_format is None:
+        raise SenetError(f"cannot tell the format from {args.output}; pass --format onnx, torchscript or exported-program")
+    if args.checkpoint:
+        model = load_model(args.checkpoint, source=args.source)
+    else:
+        from senet.models import create_model
+
+        model = create_model(args.model, **model_kwargs(args))
+    result = export_model(model, args.output, format=export_format, opset=args.opset, input_size=args.input_size,
+                          static_batch=args.static_batch, batch=args.batch_size, force=args.force)
+    for note in result.notes:
+        print(f"note: {note}")
+    print(result.summary())
+    return 0
+
+
+def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int:
+    """`senet bench --runtime onnxruntime`: the exported models in onnxruntime against eager PyTorch."""
+    from senet.analysis.benchmark import SHARED_KWARGS
+    from senet.interop.export import onnxruntime_bench
+
+    unsupported = [flag for flag, on in (("--mode train", args.mode == "train"), ("--compile", args.compile),
+                   ("--channels-last", args.channels_last), ("--amp", args.amp not in (None, False, "none")), ("--device cuda", args.device == "cuda"),
+                   ("--se-impl naive", args.se_impl == "naive")) if on]
+    if unsupported:
+        raise SenetError(f"--runtime onnxruntime times fp32 CPU inference of the exported model; drop {', '.join(unsupported)}")
+    kwargs = model_kwargs(args)
+    progress = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
+    result = onnxruntime_bench(
+        args.model, None if baseline == "none" else baseline, batch=args.batch, input_size=args.input,
+        threads=args.threads, repeats=args.repeats, warmup=args.warmup, model_kwargs=kwargs,
+        baseline_kwargs={k: v for k, v in kwargs.items() if k in SHARED_KWARGS}, progress=progress,
+    )
+    print(json.dumps(result.as_dict(), indent=1) if args.json else result.format())
+    return 0
+
+
+def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    """The parsers of convert, predict and export."""
+    sources = "auto (from the key names; default), timm-legacy, timm, torchvision, senet.pytorch or senet"
+
+    def add_weights_args(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--source", default="auto", help=f"the library that wrote {what}: {sources}")
+        p.add_argument("--model", help="the senet model name, where the keys leave it open")
+        p.add_argument("--ema", action="store_true", help="take the checkpoint's EMA weights (state_dict_ema)")
+
+    p = sub.add_parser("convert", help="write any SE checkpoint (timm, torchvision, senet.pytorch, hub folder) as a senet .safetensors")
+    p.add_argument("src", help="weights file (.pth, .pt, .bin, .pth.tar, .safetensors), hub folder or senet run folder")
+    p.add_argument("dst", help="the senet checkpoint to write (.safetensors)")
+    add_weights_args(p, "SRC")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    commands["convert"] = cmd_convert
+
+    p = sub.add_parser("predict", help="top-k classes of images with a checkpoint's own preprocessing and class names")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or folders (searched recursively)")
+    p.add_argument("--checkpoint", required=True, help="any checkpoint `senet convert` reads")
+    p.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0, in this process)")
+    add_weights_args(p, "the checkpoint")
+    p.add_argument("--json", action="store_true", help='one JSON list of {"path", "top": [{"class", "index", "prob"}]}')
+    commands["predict"] = cmd_predict
+
+    p = sub.add_parser("export", help="export a model to ONNX, TorchScript or a torch.export program, checked against eager")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="any checkpoint `senet convert` reads")
+    which.add_argument("--model", help="a registered model with fresh weights (e.g. to time a deployment)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"),
+                   help="default: from the --output suffix (.onnx, .pt, .pt2)")
+    p.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.add_argument("--input-size", type=int, help="input side in pixels (default: the checkpoint's or model's)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension (default: dynamic)")
+    p.add_argument("--batch-size", type=int, default=2, help="batch of the example input (default: 2)")
+    p.add_argument("--source", default="auto", help=f"the library that wrote the checkpoint: {sources}")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    add_model_args(p)
+    commands["export"] = cmd_export
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -419,8 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the training memory measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object (model_ms, baseline_ms, ratio, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="onnxruntime: the exported models in onnxruntime against eager PyTorch (inference, CPU)")
     add_model_args(p)
     commands["bench"] = cmd_bench
+
+    add_interop_parsers(sub, commands)
 
 
     parser.set_defaults(_commands=commands)

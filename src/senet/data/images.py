@@ -71,8 +71,15 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def crop_resize(image: Source, box: Box, size: tuple[int, int], mode: str | None = None) -> np.ndarray:
-    """Resample `box` of `image` to `size` (width, height) with bilinear filtering; uint8 (H, W, C) out.
+# Resampling filters by name (a checkpoint's preprocessing names one; training uses bilinear).
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+
+
+def crop_resize(
+    image: Source, box: Box, size: tuple[int, int], mode: str | None = None, interpolation: str = "bilinear"
+) -> np.ndarray:
+    """Resample `box` of `image` to `size` (width, height) with bilinear filtering (or `interpolation`);
+    uint8 (H, W, C) out.
 
     A lazily opened JPEG is decoded in draft mode at the coarsest DCT scale that still leaves the box at
     least `size` pixels, so a 4000-pixel photo cropped to 224 costs a fraction of a full decode.
@@ -92,6 +99,6 @@ def crop_resize(image: Source, box: Box, size: tuple[int, int], mode: str | None
             box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
     if mode is not None:
         image = to_mode(image, mode)
-    out = image.resize(size, Image.Resampling.BILINEAR, box=box)
+    out = image.resize(size, RESAMPLING[interpolation], box=box)
     array = np.asarray(out, dtype=np.uint8)
     return array if array.ndim == 3 else array[:, :, None]

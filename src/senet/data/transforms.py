@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from senet.data.images import Box, Source, crop_resize, source_size
+from senet.data.images import RESAMPLING, Box, Source, crop_resize, source_size
 from senet.errors import ConfigError, check_choice
 
 TRAIN_TRANSFORMS = ("random_resized_crop", "pad_crop", "resize")
@@ -124,16 +124,19 @@ class EvalTransform:
     """Evaluation: resize the shorter side to size / crop_fraction and take the centre size x size crop.
 
     crop_fraction 0.875 is the paper's 256 -> 224; 1.0 resizes the whole (square) image, as for CIFAR.
+    interpolation: bilinear (senet's training), or bicubic / nearest where a checkpoint's preprocessing says so.
     """
 
     size: int
     crop_fraction: float = 0.875
     mode: str | None = None
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if not 0 < self.crop_fraction <= 1:
             raise ConfigError(f"eval crop fraction must be in (0, 1], got {self.crop_fraction}")
+        check_choice("interpolation", self.interpolation, tuple(RESAMPLING))
 
     def __call__(self, image: Source, rng: np.random.Generator | None = None) -> np.ndarray:
         box = center_box(*source_size(image), self.size, self.crop_fraction)
-        return np.ascontiguousarray(crop_resize(image, box, (self.size, self.size), self.mode))
+        return np.ascontiguousarray(crop_resize(image, box, (self.size, self.size), self.mode, self.interpolation))

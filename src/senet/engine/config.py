@@ -18,10 +18,16 @@ from senet.errors import ConfigError, check_choice, did_you_mean
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network: a registered model name and its create_model keywords (SE variant, classes...)."""
+    """Which network: a registered model name and its create_model keywords (SE variant, classes...).
+
+    pretrained: a weights file to start from (any file `senet.load_model` reads); source: the library that
+    wrote it ("auto": from its keys). A run records the model, keywords and source the file resolved to.
+    """
 
     name: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    source: str = "auto"
 
 
 @dataclass(frozen=True)

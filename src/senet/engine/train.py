@@ -179,6 +179,7 @@ class Trainer:
 
     def setup(self) -> None:
         cfg, env = self.config, self.env
+        cfg = self._resolve_pretrained()
         if cfg.model.name is None:
             raise ConfigError(f"recipe {cfg.recipe} names no model; pass --model (e.g. --model se_resnet50)")
         if cfg.data.spec is None:
@@ -212,7 +213,7 @@ class Trainer:
 
         # The model is created from the seed alone, identically in every process.
         seed_everything(cfg.train.seed)
-        self.model = create_model(cfg.model.name, **kwargs).to(self.device)
+        self.model = self._create_model(kwargs).to(self.device)
         # Dropout and other randomness in training differ between processes.
         seed_everything(cfg.train.seed + env.rank)
 
@@ -234,6 +235,37 @@ class Trainer:
         }
         # The saved config records what the defaults resolved to, so a resume derives nothing anew.
         self.config = cfg.replace({"data.input_size": self.input_size, "data.mean": self.mean, "data.std": self.std})
+
+    def _resolve_pretrained(self) -> RunConfig:
+        """With --pretrained (and no checkpoint to resume from): read the file and record the model, keywords
+        and source it resolves to in the run's config, so a resume rebuilds the network without it."""
+        self.pretrained = None
+        cfg = self.config
+        if cfg.model.pretrained is None or (self.resume and checkpoint_dirs(self.output)):
+            return cfg
+        from senet.interop.load import recognise_file
+
+        self.pretrained, _ = recognise_file(cfg.model.pretrained, source=cfg.model.source, model=cfg.model.name)
+        kwargs = {k: v for k, v in self.pretrained.model_kwargs.items() if k not in ("num_classes", "in_chans")}
+        self.config = cfg.replace({"model.name": self.pretrained.model_name, "model.source": self.pretrained.source,
+                                   "model.kwargs": kwargs | dict(cfg.model.kwargs)})
+        return self.config
+
+    def _create_model(self, kwargs: dict[str, Any]) -> nn.Module:
+        """The network: fresh, or the --pretrained weights with the classifier and input convolution adapted."""
+        from senet.models import create_model
+
+        if self.pretrained is None:
+            return create_model(self.config.model.name, **kwargs)
+        from senet.interop.load import build_network
+
+        extra = {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_chans")}
+        model, notes = build_network(self.pretrained, Path(self.config.model.pretrained), num_classes=kwargs["num_classes"],
+                                     in_chans=kwargs["in_chans"], **extra)
+        self.log(f"pretrained weights: {self.pretrained.describe()}")
+        for note in notes:
+            self.log(f"pretrained weights: {note}")
+        return model
 
     def _set_determinism(self) -> None:
         deterministic = self.config.train.deterministic

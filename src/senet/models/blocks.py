@@ -40,13 +40,14 @@ class ConvBnAct(nn.Sequential):
         bias: bool = False,
         act: str | None = "relu",
         bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
         dims: int = 2,
     ) -> None:
         if padding is None:
             padding = tuple(k // 2 for k in kernel_size) if isinstance(kernel_size, tuple) else kernel_size // 2
         super().__init__()
         self.conv = CONV[dims](in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
-        self.bn = BATCHNORM[dims](out_channels, eps=bn_eps)
+        self.bn = BATCHNORM[dims](out_channels, eps=bn_eps, momentum=bn_momentum)
         self.act = nn.Identity() if act is None else get_act(act, inplace=True)
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -17,6 +17,8 @@ blocks marked SE, after the depthwise conv, with r = 4 of the expanded width rou
 and a hard-sigmoid gate (`reduction=4, gate="hard_sigmoid", se_divisor=8`); the SE keywords change these.
 `mobilenet_v3_large` / `_small` are the published networks (5,483,032 / 2,542,856 params; 0.217 / 0.057
 GMACs at 224); `mobilenet_v3_large_plain` / `_small_plain` are the same networks without SE.
+`bn_eps`, `bn_momentum`: every BatchNorm's epsilon and momentum (torchvision's MobileNetV3 uses 1e-3 and
+0.01; its checkpoints need `bn_eps=1e-3` to give its outputs).
 """
 
 from __future__ import annotations
@@ -147,14 +149,15 @@ class InvertedResidual(nn.Module):
 
     def __init__(
         self, in_channels: int, kernel_size: int, expanded: int, out_channels: int, act: str, stride: int,
-        se: SEConfig | None,
+        se: SEConfig | None, bn: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
+        bn = bn or {}  # BatchNorm options (bn_eps, bn_momentum)
         # The first Large block has expansion 1 and no expansion conv.
-        self.expand = ConvBnAct(in_channels, expanded, 1, act=act) if expanded != in_channels else nn.Identity()
-        self.dw = ConvBnAct(expanded, expanded, kernel_size, stride, groups=expanded, act=act)
+        self.expand = ConvBnAct(in_channels, expanded, 1, act=act, **bn) if expanded != in_channels else nn.Identity()
+        self.dw = ConvBnAct(expanded, expanded, kernel_size, stride, groups=expanded, act=act, **bn)
         self.se = None if se is None else se.build(expanded)
-        self.project = ConvBnAct(expanded, out_channels, 1, act=None)
+        self.project = ConvBnAct(expanded, out_channels, 1, act=None, **bn)
         self.has_shortcut = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
@@ -175,25 +178,26 @@ class MobileNetV3(ImageClassifier):
     def __init__(
         self, blocks: tuple[tuple[int, int, int, bool, str, int], ...], last_channels: int, head_channels: int, *,
         num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, se: SEConfig | None = None,
-        name: str = "mobilenet_v3",
+        name: str = "mobilenet_v3", bn_eps: float = 1e-5, bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
         check_se_placement(name, se, placement="after the depthwise conv of the blocks MobileNetV3 marks SE",
                            stages=STAGES, stage_names=STAGE_NAMES)
         self.in_chans = in_chans
         self.se_config = se
-        self.stem = ConvBnAct(in_chans, 16, 3, 2, act="hard_swish")
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        self.stem = ConvBnAct(in_chans, 16, 3, 2, act="hard_swish", **bn)
         in_channels, stride = 16, 2
         layers: list[nn.Module] = []
         for kernel_size, expanded, out_channels, has_se, act, block_stride in blocks:
             stride *= block_stride
             block_se = se.for_stage(stride.bit_length() - 1) if se is not None and has_se else None
             layers.append(
-                InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se)
+                InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se, bn)
             )
             in_channels = out_channels
         self.blocks = nn.Sequential(*layers)
-        self.conv_last = ConvBnAct(in_channels, last_channels, 1, act="hard_swish")
+        self.conv_last = ConvBnAct(in_channels, last_channels, 1, act="hard_swish", **bn)
         # The head's hidden layer acts on the pooled vector (no BN), so it is a linear layer.
         self.head_hidden = nn.Sequential(nn.Linear(last_channels, head_channels), nn.Hardswish(inplace=True))
         self.init_head(head_channels, num_classes, drop_rate)
@@ -210,8 +214,11 @@ class MobileNetV3(ImageClassifier):
         return x if pre_logits else self.fc(x)
 
 
-LARGE = dict(blocks=MOBILENET_V3_LARGE, last_channels=960, head_channels=1280, se_defaults=MOBILENET_V3_SE)
-SMALL = dict(blocks=MOBILENET_V3_SMALL, last_channels=576, head_channels=1024, se_defaults=MOBILENET_V3_SE)
+V3_KWARGS = ("bn_eps", "bn_momentum")
+LARGE = dict(blocks=MOBILENET_V3_LARGE, last_channels=960, head_channels=1280, se_defaults=MOBILENET_V3_SE,
+             extra_kwargs=V3_KWARGS)
+SMALL = dict(blocks=MOBILENET_V3_SMALL, last_channels=576, head_channels=1024, se_defaults=MOBILENET_V3_SE,
+             extra_kwargs=V3_KWARGS)
 
 
 @register_model

@@ -7,6 +7,12 @@ is the torchvision/timm `resnet.py` network: stride always on the 3x3, max-pool 
 
 Stages are named as the paper names them: conv2_x .. conv5_x are `layer1` .. `layer4`, and `se_stages`
 counts them 2 .. 5 (Table 13).
+
+Options other ports' checkpoints need (`senet.interop.sources` maps each port onto them): a deep stem of
+three 3x3 convs (`stem_type="deep"`, timm's "d" models and SENet-154; `"deep_tiered"`, timm's "t" models),
+ResNet-D shortcuts that average-pool before a stride-1 projection (`avg_pool_shortcut`, He et al. 2019,
+"Bag of Tricks", Sec. 4.1), and the ReLU between the last BN and SE that timm's legacy SE-ResNet-18/34 apply
+(`relu_before_se`).
 """
 
 from __future__ import annotations
@@ -18,15 +24,20 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, check_choice
 from senet.layers import SEConfig, SEResidualUnit
-from senet.models.base import BATCHNORM, CONV, MAXPOOL, ImageClassifier, init_weights_he
+from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, init_weights_he
 from senet.models.registry import check_kwargs, pop_se_config, register_model
 
 LAYOUTS = ("paper", "torchvision")
 STAGES = (2, 3, 4, 5)
+STEM_TYPES = ("7x7", "deep", "deep_tiered")
 
 
 class BasicBlock(SEResidualUnit):
-    """Two 3x3 convolutions (ResNet-18/34, CIFAR ResNets). SE-3x3 sits after the first one."""
+    """Two 3x3 convolutions (ResNet-18/34, CIFAR ResNets). SE-3x3 sits after the first one.
+
+    `relu_before_se`: a ReLU between bn2 and the SE block, relu(SE(relu(bn2(.))) + shortcut), as timm's
+    legacy SE-ResNet-18/34 compute it (their weights were trained so); off by default (the paper's unit).
+    """
 
     expansion = 1
 
@@ -43,10 +54,14 @@ class BasicBlock(SEResidualUnit):
         stride_on_3x3: bool = True,
         se: SEConfig | None = None,
         dims: int = 2,
+        relu_before_se: bool = False,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64 or reduce_first != 1:
             raise ConfigError("BasicBlock supports only groups=1, base_width=64, reduce_first=1")
+        if relu_before_se and (se is None or se.position != "standard"):
+            raise ConfigError("relu_before_se needs an SE block at se_position='standard'")
+        self.relu_before_se = relu_before_se
         conv, norm = CONV[dims], BATCHNORM[dims]
         self.conv1 = conv(in_channels, planes, 3, stride, 1, bias=False)
         self.bn1 = norm(planes)
@@ -64,6 +79,8 @@ class BasicBlock(SEResidualUnit):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.se_pre(x)
         out = self.se_mid(self.act1(self.bn1(self.conv1(out))))
+        if self.relu_before_se:  # act2(SE(act2(bn2(.))) + shortcut)
+            return self.se_merge(self.act2(self.bn2(self.conv2(out))), shortcut, self.act2)
         return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
 
 
@@ -117,16 +134,21 @@ class Bottleneck(SEResidualUnit):
 
 
 def make_stem(
-    in_chans: int, width: int, *, deep: bool, layout: str, dims: int = 2
+    in_chans: int, width: int, *, stem_type: str, layout: str, dims: int = 2
 ) -> nn.Sequential:
-    """conv1: 7x7/2 conv (or SENet-154's three 3x3 convs 64, 64, 128), BN, ReLU, then the 3x3/2 max-pool.
+    """conv1: 7x7/2 conv to `width`, BN, ReLU, then the 3x3/2 max-pool.
 
-    Names follow the official release's `layer0` (conv1, bn1, relu1, ..., pool).
+    `stem_type="deep"`: three 3x3 convs (the first with stride 2) of widths width/2, width/2, width, each
+    with BN and ReLU (SENet-154: 64, 64, 128; timm's "d" ResNets); `"deep_tiered"`: widths 3/8 width,
+    width/2, width (timm's "t" ResNets). Names follow the official release's `layer0` (conv1, bn1, relu1,
+    ..., pool).
     """
+    check_choice("stem_type", stem_type, STEM_TYPES)
     conv, norm = CONV[dims], BATCHNORM[dims]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    if deep:
-        channels = [in_chans, width // 2, width // 2, width]
+    if stem_type != "7x7":
+        first = 3 * (width // 8) if stem_type == "deep_tiered" else width // 2
+        channels = [in_chans, first, width // 2, width]
         for i in range(3):
             layers[f"conv{i + 1}"] = conv(channels[i], channels[i + 1], 3, 2 if i == 0 else 1, 1, bias=False)
             layers[f"bn{i + 1}"] = norm(channels[i + 1])
@@ -146,7 +168,10 @@ class ResNet(ImageClassifier):
     """ResNet / ResNeXt / SE-ResNet / SE-ResNeXt / SENet-154 for ImageNet-sized inputs (Table 1).
 
     `se=None` gives the plain network; otherwise an SE block per residual unit of every stage in
-    `se.stages`, at `se.position`. Input (N, in_chans, *spatial) of any size from 32 up.
+    `se.stages`, at `se.position`. `stem_width` is the stem's output width (`make_stem`);
+    `avg_pool_shortcut`: ResNet-D projection shortcuts, a 2x2 average pool with the stride, then a
+    stride-1 1x1 conv and BN (`downsample.0/1/2`); `relu_before_se`: see `BasicBlock`.
+    Input (N, in_chans, *spatial) of any size from 32 up.
     """
 
     def __init__(
@@ -161,9 +186,11 @@ class ResNet(ImageClassifier):
         groups: int = 1,
         base_width: int = 64,
         stem_width: int = 64,
-        deep_stem: bool = False,
+        stem_type: str = "7x7",
         reduce_first: int = 1,
         downsample_kernel: int = 1,
+        avg_pool_shortcut: bool = False,
+        relu_before_se: bool = False,
         se: SEConfig | None = None,
         zero_init_last: bool = False,
         dims: int = 2,
@@ -181,7 +208,12 @@ class ResNet(ImageClassifier):
         stride_on_3x3 = layout == "torchvision" or groups > 1 or block is BasicBlock
         conv, norm = CONV[dims], BATCHNORM[dims]
 
-        self.stem = make_stem(in_chans, stem_width, deep=deep_stem, layout=layout, dims=dims)
+        if relu_before_se and (block is not BasicBlock or se is None or se.position != "standard"):
+            raise ConfigError(
+                "relu_before_se applies to SE basic blocks at se_position='standard' (SE-ResNet-18/34, as "
+                "timm's legacy ones), not to bottlenecks or plain networks"
+            )
+        self.stem = make_stem(in_chans, stem_width, stem_type=stem_type, layout=layout, dims=dims)
         in_channels = stem_width
         for index, (stage, depth) in enumerate(zip(STAGES, layers)):
             planes = 64 * 2**index
@@ -191,11 +223,16 @@ class ResNet(ImageClassifier):
             if stride != 1 or in_channels != out_channels:
                 # SENet-154 uses 3x3 projections from conv3_x on (Appendix); conv2_x keeps a 1x1.
                 kernel = downsample_kernel if index > 0 else 1
-                downsample = nn.Sequential(
-                    conv(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
-                    norm(out_channels),
-                )
+                if avg_pool_shortcut:  # ResNet-D: pool first so that the 1x1 sees every pixel
+                    pool = AVGPOOL[dims](2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+                    downsample = nn.Sequential(pool, conv(in_channels, out_channels, 1, bias=False), norm(out_channels))
+                else:
+                    downsample = nn.Sequential(
+                        conv(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
+                        norm(out_channels),
+                    )
             units = []
+            stage_se = None if se is None else se.for_stage(stage)
             for i in range(depth):
                 units.append(
                     block(
@@ -207,8 +244,9 @@ class ResNet(ImageClassifier):
                         base_width=base_width,
                         reduce_first=reduce_first,
                         stride_on_3x3=stride_on_3x3,
-                        se=None if se is None else se.for_stage(stage),
+                        se=stage_se,
                         dims=dims,
+                        **({"relu_before_se": True} if relu_before_se and stage_se is not None else {}),
                     )
                 )
                 in_channels = out_channels
@@ -226,7 +264,7 @@ class ResNet(ImageClassifier):
         return self.layer4(x)
 
 
-USER_KWARGS = ("num_classes", "in_chans", "drop_rate", "layout", "zero_init_last")
+USER_KWARGS = ("num_classes", "in_chans", "drop_rate", "layout", "zero_init_last", "relu_before_se")
 
 
 def build_resnet(name: str, se: bool, kwargs: dict[str, Any], **arch: Any) -> ResNet:
@@ -309,6 +347,16 @@ def se_resnext101_32x4d(**kwargs: Any) -> ResNet:
     return build_resnet("se_resnext101_32x4d", True, kwargs, block=Bottleneck, layers=(3, 4, 23, 3), groups=32, base_width=4)
 
 @register_model
+def resnext101_32x8d(**kwargs: Any) -> ResNet:
+    """ResNeXt-101 (32x8d) (Xie et al. 2017; torchvision's resnext101_32x8d)."""
+    return build_resnet("resnext101_32x8d", False, kwargs, block=Bottleneck, layers=(3, 4, 23, 3), groups=32, base_width=8)
+
+@register_model
+def se_resnext101_32x8d(**kwargs: Any) -> ResNet:
+    """SE-ResNeXt-101 (32x8d) (timm's seresnext101_32x8d)."""
+    return build_resnet("se_resnext101_32x8d", True, kwargs, block=Bottleneck, layers=(3, 4, 23, 3), groups=32, base_width=8)
+
+@register_model
 def resnext101_64x4d(**kwargs: Any) -> ResNet:
     """ResNeXt-101 (64x4d), the backbone SENet-154 modifies."""
     return build_resnet("resnext101_64x4d", False, kwargs, block=Bottleneck, layers=(3, 4, 23, 3), groups=64, base_width=4)
@@ -317,10 +365,46 @@ def resnext101_64x4d(**kwargs: Any) -> ResNet:
 def se_resnext101_64x4d(**kwargs: Any) -> ResNet:
     """SE-ResNeXt-101 (64x4d)."""
     return build_resnet("se_resnext101_64x4d", True, kwargs, block=Bottleneck, layers=(3, 4, 23, 3), groups=64, base_width=4)
+
+# 26-layer ResNeXts (two bottlenecks per stage): the release's SE-ResNeXt-26 (32x4d) as timm's legacy
+# models hold it, and timm's "d" (deep stem, ResNet-D shortcuts) and "t" (tiered deep stem) variants.
+_RESNEXT26 = dict(block=Bottleneck, layers=(2, 2, 2, 2), groups=32, base_width=4)
+_RESNEXT26D = dict(_RESNEXT26, stem_type="deep", avg_pool_shortcut=True)
+_RESNEXT26T = dict(_RESNEXT26, stem_type="deep_tiered", avg_pool_shortcut=True)
+
+@register_model
+def resnext26_32x4d(**kwargs: Any) -> ResNet:
+    """ResNeXt-26 (32x4d): two bottlenecks per stage."""
+    return build_resnet("resnext26_32x4d", False, kwargs, **_RESNEXT26)
+
+@register_model
+def se_resnext26_32x4d(**kwargs: Any) -> ResNet:
+    """SE-ResNeXt-26 (32x4d) (timm's legacy_seresnext26_32x4d)."""
+    return build_resnet("se_resnext26_32x4d", True, kwargs, **_RESNEXT26)
+
+@register_model
+def resnext26d_32x4d(**kwargs: Any) -> ResNet:
+    """ResNeXt-26-D (32x4d): deep stem (32, 32, 64) and average-pool shortcuts (He et al. 2019)."""
+    return build_resnet("resnext26d_32x4d", False, kwargs, **_RESNEXT26D)
+
+@register_model
+def se_resnext26d_32x4d(**kwargs: Any) -> ResNet:
+    """SE-ResNeXt-26-D (32x4d) (timm's seresnext26d_32x4d)."""
+    return build_resnet("se_resnext26d_32x4d", True, kwargs, **_RESNEXT26D)
+
+@register_model
+def resnext26t_32x4d(**kwargs: Any) -> ResNet:
+    """ResNeXt-26-T (32x4d): tiered deep stem (24, 32, 64) and average-pool shortcuts."""
+    return build_resnet("resnext26t_32x4d", False, kwargs, **_RESNEXT26T)
+
+@register_model
+def se_resnext26t_32x4d(**kwargs: Any) -> ResNet:
+    """SE-ResNeXt-26-T (32x4d) (timm's seresnext26t_32x4d)."""
+    return build_resnet("se_resnext26t_32x4d", True, kwargs, **_RESNEXT26T)
 # fmt: on
 
 _SENET154 = dict(
-    block=Bottleneck, layers=(3, 8, 36, 3), groups=64, base_width=4, stem_width=128, deep_stem=True,
+    block=Bottleneck, layers=(3, 8, 36, 3), groups=64, base_width=4, stem_width=128, stem_type="deep",
     reduce_first=2, downsample_kernel=3,
 )
 

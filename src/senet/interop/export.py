@@ -1,0 +1,401 @@
+"""`senet export`: a network as ONNX, TorchScript or a torch.export program, each checked against eager.
+
+- ONNX: `torch.onnx.export` (the torch.export-based exporter, which needs onnxscript), batch dimension
+  dynamic unless `static_batch`. The SE block exports as its plain formula, x * sigmoid(W2 relu(W1 mean(x)))
+  (Sec. 3): the fast path of `senet.layers.fused` steps aside whenever an exporter traces, so the graph
+  holds standard ONNX operators only (checked), and onnxruntime runs it; the largest difference from
+  eager is reported.
+- TorchScript: `torch.jit.script`; where scripting a model fails, `torch.jit.trace` (said so).
+- exported program (.pt2): `torch.export.export` with a dynamic batch, ATen operators only (checked).
+
+`onnxruntime_bench` times an exported model in onnxruntime against PyTorch eager on the same input, and
+an SE model against its plain twin inside onnxruntime (`senet bench --runtime onnxruntime`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from senet.engine.checkpoint import atomic_write
+from senet.errors import ConfigError, SenetError, check_choice
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+EXTRA_HINT = "pip install 'senet[export]'"
+ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; anything else is a custom op
+ONNX_SIZE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: larger weights go to a .data file
+
+
+class ExportError(SenetError):
+    """An export that cannot be written or that does not reproduce the eager model."""
+
+
+@dataclass
+class ExportResult:
+    """What was written and how it compares with the eager model on the same random input."""
+
+    format: str
+    path: Path
+    bytes: int
+    max_abs_diff: float
+    checked_with: str
+    input_shape: tuple[int, ...]
+    dynamic_batch: bool
+    operators: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        batch = "dynamic batch" if self.dynamic_batch else f"static batch {self.input_shape[0]}"
+        return (
+            f"wrote {self.path} ({self.format}, {self.bytes / 2**20:.1f} MB, input {list(self.input_shape)}, {batch}); "
+            f"{self.checked_with} vs eager: max abs difference {self.max_abs_diff:.3g}"
+        )
+
+
+def require(*modules: str) -> None:
+    """Import `modules` or raise one line saying which install brings them."""
+    missing = []
+    for name in modules:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(f"this needs {', '.join(missing)}, which are not installed; install them with: {EXTRA_HINT}")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters' progress logs and deprecation warnings off (the result is checked and printed instead)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def example_input(model: nn.Module, batch: int, input_size: int | None) -> Tensor:
+    """A random batch of the model's input shape (the side set to `input_size` if given)."""
+    shape = tuple(getattr(model, "pretrained_cfg", {}).get("input_size") or model.default_input_size)
+    if input_size is not None:
+        if input_size < 1:
+            raise ConfigError(f"--input-size must be >= 1, got {input_size}")
+        shape = (shape[0],) + (input_size,) * (len(shape) - 1)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((batch, *shape), generator=generator)
+
+
+def export_model(
+    model: nn.Module,
+    output: str | Path,
+    *,
+    format: str = "onnx",
+    opset: int | None = None,
+    input_size: int | None = None,
+    static_batch: bool = False,
+    batch: int = 2,
+    force: bool = False,
+) -> ExportResult:
+    """Export `model` (put in eval mode) to `output` atomically and check the result against eager."""
+    check_choice("export format", format, FORMATS)
+    output = Path(output).expanduser()
+    if output.exists() and not force:
+        raise ConfigError(f"{output} already exists; choose another --output or pass --force to replace it")
+    if not output.parent.is_dir():
+        raise ConfigError(f"folder {output.parent} does not exist; create it first")
+    if opset is not None and format != "onnx":
+        raise ConfigError("--opset applies to ONNX only")
+    if batch < 1:
+        raise ConfigError(f"the example batch must be >= 1, got {batch}")
+    model = model.eval()
+    example = example_input(model, batch, input_size)
+    exporters: dict[str, Callable[..., ExportResult]] = {
+        "onnx": _export_onnx,
+        "torchscript": _export_torchscript,
+        "exported-program": _export_program,
+    }
+    with torch.no_grad():
+        return exporters[format](model, output, example, dynamic=not static_batch, opset=opset)
+
+
+def _check_inputs(example: Tensor, dynamic: bool) -> list[Tensor]:
+    """The example batch, and for a dynamic batch also one of another size (the axis must really be free)."""
+    if not dynamic:
+        return [example]
+    generator = torch.Generator().manual_seed(1)
+    return [example, torch.randn((example.shape[0] + 1, *example.shape[1:]), generator=generator)]
+
+
+def _max_diff(model: nn.Module, run: Callable[[Tensor], Tensor | np.ndarray], inputs: list[Tensor]) -> float:
+    worst = 0.0
+    for x in inputs:
+        expected, got = model(x), run(x)
+        got = got if isinstance(got, Tensor) else torch.as_tensor(np.asarray(got))
+        if tuple(got.shape) != tuple(expected.shape):
+            raise ExportError(f"the exported model gives shape {tuple(got.shape)} for input {tuple(x.shape)}, eager {tuple(expected.shape)}")
+        worst = max(worst, float((got.float() - expected.float()).abs().max()))
+    return worst
+
+
+def _check_close(max_diff: float, model: nn.Module, example: Tensor, what: str) -> None:
+    scale = float(model(example).abs().max())
+    if not max_diff <= 1e-4 + 1e-3 * scale:
+        raise ExportError(f"{what} differs from the eager model by up to {max_diff:.3g} (outputs up to {scale:.3g}); please report this")
+
+
+def _batch_dim() -> Any:
+    return torch.export.Dim("batch", min=1, max=2**20)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
+    require("onnx", "onnxscript", "onnxruntime")
+    import onnx
+
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: _batch_dim()},) if dynamic else None,
+                opset_version=opset,
+                external_data=params > ONNX_SIZE_LIMIT,
+                verbose=False,
+            )
+    except Exception as error:  # noqa: BLE001  (the exporter raises many types; the first line says why)
+        raise ExportError(f"ONNX export failed: {_first_line(error)}") from None
+    atomic_write(output, lambda temp: program.save(str(temp), external_data=params > ONNX_SIZE_LIMIT))
+    graph = onnx.load(str(output), load_external_data=False)
+    operators = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in graph.graph.node})
+    custom = sorted({n.domain for n in graph.graph.node if n.domain not in ONNX_DOMAINS})
+    if custom:
+        raise ExportError(f"the ONNX graph of {output} uses non-standard operator domains {custom}; please report this")
+    session = onnxruntime_session(output, threads=None)
+    name = session.get_inputs()[0].name
+    inputs = _check_inputs(example, dynamic)
+    diff = _max_diff(model, lambda x: session.run(None, {name: x.numpy()})[0], inputs)
+    _check_close(diff, model, example, f"onnxruntime's result for {output}")
+    return ExportResult("onnx", output, output.stat().st_size, diff, "onnxruntime " + _version("onnxruntime"),
+                        tuple(example.shape), dynamic, operators)
+
+
+def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
+    notes = []
+    try:
+        with _quiet():
+            program = torch.jit.script(model)
+        how = "torch.jit.script"
+    except Exception as error:  # noqa: BLE001  (TorchScript's frontend raises several types)
+        with _quiet():
+            program = torch.jit.trace(model, (example,), check_trace=False)
+        how = "torch.jit.trace"
+        notes.append(
+            f"torch.jit.script cannot compile this model yet ({_first_line(error)}); traced instead: the program "
+            "records this model's operations for inputs shaped like the example"
+        )
+    atomic_write(output, lambda temp: torch.jit.save(program, str(temp)))
+    loaded = torch.jit.load(str(output))
+    diff = _max_diff(model, loaded, _check_inputs(example, dynamic))
+    _check_close(diff, model, example, f"the TorchScript program {output}")
+    return ExportResult("torchscript", output, output.stat().st_size, diff, how, tuple(example.shape), dynamic, notes=notes)
+
+
+def _export_program(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
+    try:
+        with _quiet():
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},) if dynamic else None)
+    except Exception as error:  # noqa: BLE001
+        raise ExportError(f"torch.export failed: {_first_line(error)}") from None
+    operators = sorted({str(n.target) for n in program.graph.nodes if n.op == "call_function"})
+    custom = [op for op in operators if not op.startswith(("aten.", "<built-in function getitem>"))]
+    if custom:
+        raise ExportError(f"the exported program uses non-ATen operators {custom}; please report this")
+    buffer = io.BytesIO()  # (torch.export.save wants a name ending in .pt2, which the temporary file lacks)
+    torch.export.save(program, buffer)
+    atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
+    loaded = torch.export.load(str(output)).module()
+    diff = _max_diff(model, loaded, _check_inputs(example, dynamic))
+    _check_close(diff, model, example, f"the exported program {output}")
+    return ExportResult("exported-program", output, output.stat().st_size, diff, "torch.export.load", tuple(example.shape),
+                        dynamic, operators)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:200]
+
+
+def _version(module: str) -> str:
+    return getattr(__import__(module), "__version__", "")
+
+
+def onnxruntime_session(path: str | Path, *, threads: int | None) -> Any:
+    """An onnxruntime CPU session of `path` with all graph optimisations (and `threads` intra-op threads)."""
+    require("onnxruntime")
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# senet bench --runtime onnxruntime
+
+
+@dataclass
+class RuntimeBenchResult:
+    """Per-round step times (seconds) of each (network, runtime), timed alternately in one process."""
+
+    model: str
+    baseline: str | None
+    batch: int
+    input_shape: tuple[int, ...]
+    threads: int
+    times: dict[str, list[float]]
+    max_abs_diff: dict[str, float]
+    environment: dict[str, Any]
+
+    def ratio(self, numerator: str, denominator: str) -> tuple[float, float, float]:
+        """(median, min, max) over rounds of the per-round time ratio numerator / denominator."""
+        ratios = [a / b for a, b in zip(self.times[numerator], self.times[denominator])]
+        return statistics.median(ratios), min(ratios), max(ratios)
+
+    def ratios(self) -> dict[str, tuple[float, float, float]]:
+        names = [self.model] + ([self.baseline] if self.baseline else [])
+        out = {f"{n} onnxruntime/eager": self.ratio(f"{n} onnxruntime", f"{n} eager") for n in names}
+        if self.baseline:
+            out[f"{self.model}/{self.baseline} onnxruntime"] = self.ratio(f"{self.model} onnxruntime", f"{self.baseline} onnxruntime")
+            out[f"{self.model}/{self.baseline} eager"] = self.ratio(f"{self.model} eager", f"{self.baseline} eager")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "baseline": self.baseline,
+            "runtime": "onnxruntime",
+            "batch": self.batch,
+            "input_shape": list(self.input_shape),
+            "threads": self.threads,
+            "median_ms": {k: round(1e3 * statistics.median(v), 3) for k, v in self.times.items()},
+            "min_ms": {k: round(1e3 * min(v), 3) for k, v in self.times.items()},
+            "ratios": {k: {"median": round(m, 4), "min": round(lo, 4), "max": round(hi, 4)} for k, (m, lo, hi) in self.ratios().items()},
+            "max_abs_diff": self.max_abs_diff,
+            "times_ms": {k: [round(1e3 * t, 3) for t in v] for k, v in self.times.items()},
+            "environment": self.environment,
+        }
+
+    def format(self) -> str:
+        lines = [
+            f"infer, batch {self.batch}, input {'x'.join(map(str, self.input_shape))}, cpu, fp32, {self.threads} threads, "
+            f"{len(next(iter(self.times.values())))} rounds; onnxruntime {self.environment['onnxruntime']}",
+            f"  {'':32s} {'median ms':>10s} {'min ms':>9s} {'img/s':>8s}",
+        ]
+        for name, times in self.times.items():
+            median = statistics.median(times)
+            lines.append(f"  {name:32s} {1e3 * median:10.1f} {1e3 * min(times):9.1f} {self.batch / median:8.2f}")
+        for name, (median, low, high) in self.ratios().items():
+            lines.append(f"  time ratio {name}: {median:.3f} (per-round range {low:.3f}-{high:.3f})")
+        for name, diff in self.max_abs_diff.items():
+            lines.append(f"  {name}: onnxruntime vs eager max abs difference {diff:.3g}")
+        return "\n".join(lines)
+
+
+def onnxruntime_bench(
+    model: str,
+    baseline: str | None = None,
+    *,
+    batch: int = 8,
+    input_size: int | None = None,
+    threads: int | None = None,
+    repeats: int = 10,
+    warmup: int = 2,
+    model_kwargs: dict[str, Any] | None = None,
+    baseline_kwargs: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RuntimeBenchResult:
+    """Export `model` (and `baseline`) to ONNX, then time eager PyTorch and onnxruntime inference on the same
+    input, one step of each per round, the order reversed every other round (as `senet bench` does)."""
+    require("onnx", "onnxscript", "onnxruntime")
+    import onnxruntime
+
+    from senet.analysis.benchmark import BenchConfig
+    from senet.analysis.benchmark import environment as bench_environment
+    from senet.models import create_model
+
+    if repeats < 1 or warmup < 0 or batch < 1:
+        raise ConfigError("repeats and batch must be >= 1 and warmup >= 0")
+    say = progress or (lambda message: None)
+    previous_threads = torch.get_num_threads()
+    threads = threads or previous_threads
+    torch.set_num_threads(threads)
+    steps: dict[str, Callable[[], object]] = {}
+    diffs: dict[str, float] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="senet-bench-") as folder:
+            for name, kwargs in ((model, model_kwargs), (baseline, baseline_kwargs)):
+                if name is None:
+                    continue
+                torch.manual_seed(0)
+                network = create_model(name, **(kwargs or {})).eval()
+                say(f"exporting {name} to ONNX")
+                result = export_model(network, Path(folder) / f"{name}.onnx", input_size=input_size, static_batch=True, batch=batch)
+                session = onnxruntime_session(result.path, threads=threads)
+                x = example_input(network, batch, input_size)
+                feed = {session.get_inputs()[0].name: x.numpy()}
+                diffs[name] = result.max_abs_diff
+                steps[f"{name} eager"] = _eager_step(network, x)
+                steps[f"{name} onnxruntime"] = lambda session=session, feed=feed: session.run(None, feed)
+                shape = tuple(x.shape[1:])
+            for name, step in steps.items():
+                say(f"warming up {name}")
+                for _ in range(max(1, warmup)):
+                    step()
+            times: dict[str, list[float]] = {name: [] for name in steps}
+            order = list(steps)
+            for round_index in range(repeats):
+                for name in order if round_index % 2 == 0 else reversed(order):
+                    start = time.perf_counter()
+                    steps[name]()
+                    times[name].append(time.perf_counter() - start)
+                say(f"round {round_index + 1}/{repeats}: " + ", ".join(f"{1e3 * t[-1]:.1f} ms" for t in times.values()))
+        env = bench_environment(BenchConfig(model=model, threads=threads)) | {"onnxruntime": onnxruntime.__version__}
+    finally:
+        torch.set_num_threads(previous_threads)
+    return RuntimeBenchResult(model, baseline, batch, shape, threads, times, diffs, env)
+
+
+def _eager_step(network: nn.Module, x: Tensor) -> Callable[[], object]:
+    def step() -> object:
+        with torch.inference_mode():
+            return network(x)
+
+    return step
