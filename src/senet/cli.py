@@ -501,7 +501,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from senet import __version__
-    from senet.analysis.benchmark import MODES, SE_IMPLS
+    from senet.analysis.benchmark import DEVICES, MODES, SE_IMPLS
 
     parser = Parser(prog="senet", description="Squeeze-and-Excitation Networks for PyTorch")
     parser.add_argument("--version", action="version", version=f"senet {__version__}")
@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="infer", help="forward only, or one SGD step")
     add_batch_size_arg(p, default=8, aliases=("--batch",))
     add_input_size_arg(p, aliases=("--input",))
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (warm-up compiles)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for models and inputs")
     add_amp_arg(p, default="none", bare=True, help="autocast precision (a bare --amp: bf16)")
