@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,7 +67,41 @@ def test_cli_single_model_text(capsys):
     assert main(["bench", "--model", "resnet20", "--input", "16", "--batch", "1", "--repeats", "1",
                  "--warmup", "0", "--mode", "train", "--no-memory", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "resnet20 (fused)" in out and "ratio" not in out
+    assert "  resnet20 " in out and "(fused)" not in out and "ratio" not in out  # a plain model has no SE to fuse
+    assert out.startswith("train, batch 1, input 16, cpu")
+
+
+def test_cli_labels_the_real_input_size_and_the_se_implementation(capsys):
+    assert main(["bench", "--model", "se_resnet20", "-b", "1", "--repeats", "1", "--warmup", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("infer, batch 1, input 32, cpu")  # the model's own size, not "default"
+    labels = [line.split("  ")[1].strip() for line in out.splitlines()[2:4]]
+    assert labels == ["se_resnet20 (fused)", "resnet20"]
+
+
+def test_cli_training_memory_leaves_no_profiler_lines(tmp_path):
+    # The profiler's C++ side writes `USDT:... profiler_start` to file descriptor 2: only a subprocess sees it.
+    result = subprocess.run(
+        [sys.executable, "-m", "senet", "bench", "--model", "resnet20", "--input-size", "8", "-b", "1", "--repeats", "1",
+         "--warmup", "0", "--mode", "train", "--amp"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "USDT" not in result.stderr + result.stdout
+    assert "measuring the training memory of resnet20" in result.stderr  # the harness's own lines still pass
+    assert "bf16 autocast" in result.stdout  # a bare --amp is bf16
+
+
+def test_cli_old_and_new_flag_spellings_agree():
+    from senet.cli import build_parser
+
+    parser = build_parser()
+    old = parser.parse_args(["bench", "--model", "m", "--batch", "4", "--input", "64", "--amp"])
+    new = parser.parse_args(["bench", "--model", "m", "--batch-size", "4", "--input-size", "64", "--amp", "bf16"])
+    short = parser.parse_args(["bench", "--model", "m", "-b", "4", "--input-size", "64", "--amp=bf16"])
+    for args in (old, new, short):
+        assert (args.batch_size, args.input_size, args.amp) == (4, 64, "bf16")
+    assert parser.parse_args(["bench", "--model", "m"]).amp == "none"
 
 
 @pytest.mark.parametrize(
@@ -72,7 +109,7 @@ def test_cli_single_model_text(capsys):
     [
         (["--model", "se_resnt50"], "unknown model 'se_resnt50'"),
         (["--model", "se_resnet20", "--device", "cuda"], "no CUDA device"),
-        (["--model", "se_resnet20", "--batch", "0"], "batch must be >= 1"),
+        (["--model", "se_resnet20", "--amp", "fp16"], "senet bench measures --amp bf16"),
         (["--model", "resnet20", "--reduction", "4"], "resnet20 has no SE blocks"),
     ],
 )

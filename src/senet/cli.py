@@ -8,11 +8,121 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from senet.errors import SenetError
+
+# ---------------------------------------------------------------------------------------------------
+# The parser: every subcommand reports its own usage, defaults show in --help.
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter with each flag's default appended to its help, where it has one to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+            and "default" not in text
+            and action.nargs != 0
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are two lines: a short usage of this (sub)command and the problem,
+    with the closest flag or choice as a suggestion."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"usage: {self.prog} [options]  (`{self.prog} --help` lists them)\n{self.prog}: error: "
+                     f"{message}{self._suggestion(message)}\n")
+
+    def _suggestion(self, message: str) -> str:
+        from senet.errors import did_you_mean
+
+        unknown = re.search(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            flags = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+            return did_you_mean(unknown.group(1).split("=")[0], flags, n=1)
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            return did_you_mean(choice.group(1), [c.strip(" '") for c in choice.group(2).split(",")])
+        return ""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+# Flags that several commands share, spelled the same everywhere (`aliases`: older spellings kept working).
+
+
+def add_batch_size_arg(parser: argparse.ArgumentParser | Any, *, default: int | None = None, help: str = "images per step",
+                       aliases: Sequence[str] = ()) -> None:
+    """-b / --batch-size."""
+    parser.add_argument("-b", "--batch-size", *aliases, dest="batch_size", type=positive_int, default=default,
+                        metavar="N", help=help)
+
+
+def add_input_size_arg(parser: argparse.ArgumentParser | Any, *, default: int | None = None,
+                       help: str = "input side in pixels (default: the model's own, e.g. 224)",
+                       aliases: Sequence[str] = ()) -> None:
+    """--input-size."""
+    parser.add_argument("--input-size", *aliases, dest="input_size", type=positive_int, default=default,
+                        metavar="PIXELS", help=help)
+
+
+def add_workers_arg(parser: argparse.ArgumentParser | Any, *, default: int | None = None,
+                    help: str = "data loader processes (never more than the cores this process may use)") -> None:
+    """-j / --workers."""
+    parser.add_argument("-j", "--workers", type=non_negative_int, default=default, metavar="N", help=help)
+
+
+def add_amp_arg(parser: argparse.ArgumentParser | Any, *, default: str | None = None, bare: bool = False,
+                help: str = "autocast precision (fp16: GPU, with a grad scaler)") -> None:
+    """--amp {none,bf16,fp16}; with `bare`, a lone --amp means bf16 (bench's older spelling)."""
+    from senet.engine.config import AMP_MODES
+
+    extra: dict[str, Any] = {"nargs": "?", "const": "bf16"} if bare else {}
+    parser.add_argument("--amp", choices=AMP_MODES, default=default, help=help, **extra)
+
+
+def add_output_format_args(parser: argparse.ArgumentParser | Any, *, quiet: str | None = None) -> None:
+    """--json (one JSON object on stdout) and, given its help, --quiet."""
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    if quiet is not None:
+        parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Shared flags: the model and its SE variant, mapped onto create_model keywords.
@@ -20,19 +130,20 @@ from senet.errors import SenetError
 
 def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     """--model (or positional) plus the SE variant flags, named as the model keywords."""
+    from senet.layers import GATES, SE_POSITIONS, SQUEEZES
+    from senet.models.resnet import LAYOUTS
+
     group = parser.add_argument_group("SE variant (SE models only; defaults reproduce the paper)")
     group.add_argument("--reduction", type=float, help="reduction ratio r (paper: 16)")
-    group.add_argument("--squeeze", choices=("avg", "max", "none"), help="squeeze operator (paper: avg)")
-    group.add_argument("--gate", choices=("sigmoid", "tanh", "relu", "hard_sigmoid"), help="excitation gate")
-    group.add_argument(
-        "--se-position", choices=("standard", "pre", "post", "identity", "3x3"), help="SE integration (Fig. 5)"
-    )
+    group.add_argument("--squeeze", choices=SQUEEZES, help="squeeze operator (paper: avg)")
+    group.add_argument("--gate", choices=list(GATES), help="excitation gate (paper: sigmoid)")
+    group.add_argument("--se-position", choices=SE_POSITIONS, help="SE integration (Fig. 5; paper: standard)")
     group.add_argument("--se-stages", help="comma-separated stages that get SE, paper numbering 2..5 (e.g. 3,4,5)")
     group.add_argument("--no-se-bias", action="store_true", help="SE FCs without bias (the ablation recipe)")
     arch = parser.add_argument_group("architecture")
-    arch.add_argument("--layout", choices=("paper", "torchvision"), help="ResNet layout (default: paper)")
-    arch.add_argument("--num-classes", type=int, help="classifier outputs")
-    arch.add_argument("--in-chans", type=int, help="input channels")
+    arch.add_argument("--layout", choices=LAYOUTS, help="ResNet layout (default: paper)")
+    arch.add_argument("--num-classes", type=positive_int, help="classifier outputs")
+    arch.add_argument("--in-chans", type=positive_int, help="input channels")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,14 +239,15 @@ def markdown_twin_table(rows: list[dict[str, Any]]) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from senet.analysis import complexity
+    from senet.analysis.complexity import se_stage_numbers
     from senet.models import is_se_model, plain_twin
 
     kwargs = model_kwargs(args)
-    stats = complexity(build_model_for_counting(args.model, kwargs), args.input)
+    stats = complexity(build_model_for_counting(args.model, kwargs), args.input_size)
     twin = None
     if is_se_model(args.model):
         twin_kwargs = {k: v for k, v in kwargs.items() if k in ("layout", "num_classes", "in_chans")}
-        twin = complexity(build_model_for_counting(plain_twin(args.model), twin_kwargs), args.input)
+        twin = complexity(build_model_for_counting(plain_twin(args.model), twin_kwargs), args.input_size)
     if args.json:
         out = {"model": args.model, "kwargs": kwargs, **stats.as_dict()}
         if twin is not None:
@@ -148,22 +260,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  GMACs   {stats.gmacs:8.3f}    ({stats.macs:,d})")
     if stats.se_blocks:
         print(
-            f"  SE      {stats.se_blocks} blocks, {stats.se_params / 1e6:.2f}M params "
-            f"(+{100 * stats.se_param_overhead:.1f}%), {stats.se_macs / 1e9:.4f} GMACs (+{100 * stats.se_mac_overhead:.2f}%)"
+            f"  SE      {stats.se_blocks} blocks, {human_count(stats.se_params)} params (+{100 * stats.se_param_overhead:.2f}%), "
+            f"{human_count(stats.se_macs)} MACs (+{100 * stats.se_mac_overhead:.2f}%)"
         )
     if twin is not None:
         print(f"  plain twin {plain_twin(args.model)}: {twin.params / 1e6:.2f}M params, {twin.gmacs:.3f} GMACs")
     print()
-    print(f"  {'stage':10s} {'output':>16s} {'params':>10s} {'SE params':>10s} {'MMACs':>10s} {'SE MMACs':>9s} {'SE':>4s}")
+    # Stages as --se-stages numbers them (ResNet: layer1 .. layer4 are 2 .. 5, conv2_x .. conv5_x).
+    numbers = se_stage_numbers(args.model, kwargs)
+    print(f"  {'stage':16s} {'output':>16s} {'params':>9s} {'SE params':>9s} {'MACs':>9s} {'SE MACs':>9s} {'SE':>4s}")
     for stage in stats.stages:
         if stage.params == 0 and stage.macs == 0:
             continue  # pooling, dropout
         shape = "x".join(str(s) for s in stage.output_shape)
+        label = f"{numbers[stage.name]} ({stage.name})" if stage.name in numbers else stage.name
         print(
-            f"  {stage.name:10s} {shape:>16s} {stage.params / 1e6:9.3f}M {stage.se_params / 1e6:9.3f}M "
-            f"{stage.macs / 1e6:10.1f} {stage.se_macs / 1e6:9.2f} {stage.se_blocks:4d}"
+            f"  {label:16s} {shape:>16s} {human_count(stage.params):>9s} {human_count(stage.se_params):>9s} "
+            f"{human_count(stage.macs):>9s} {human_count(stage.se_macs):>9s} {stage.se_blocks:4d}"
         )
     return 0
+
+
+def human_count(value: int) -> str:
+    """A count with three significant digits and a k / M / G suffix: 28.1M, 2.53M, 3.07k, 640."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:d}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -198,6 +321,7 @@ TRAIN_FLAGS = {
     "tensorboard": "train.tensorboard",
     "pretrained": "model.pretrained",
     "source": "model.source",
+    "log_every": "train.log_every",
 }
 
 
@@ -231,16 +355,23 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from senet.engine.train import prepare_config, train
+    from senet.engine.train import prepare_config, resume_target, train
 
     overrides = train_overrides(args)
     recipe = args.recipe or default_recipe(args.data)
-    config, changes = prepare_config(recipe, overrides, args.resume)
-    if args.resume and args.output and args.output != args.resume:
-        raise SenetError("--resume DIR continues the run in DIR; drop --output or make it the same folder")
+    run, checkpoint = resume_target(args.resume, starting=args.data is not None) if args.resume else (None, None)
+    if args.resume and args.output and Path(args.output) != run:
+        raise SenetError(f"--resume continues the run in {run}; drop --output or make it the same folder")
+    if args.recipe is None and recipe == "paper-imagenet" and run is None:
+        # No recipe asked for: the ImageNet schedule, at the input size of the model (and data) at hand.
+        overrides.setdefault("data.input_size", None)
+    config, changes = prepare_config(recipe, overrides, run)
     if changes and not args.quiet:
         print("resuming with changed settings: " + "; ".join(changes))
-    train(config, args.resume or args.output, resume=args.resume is not None, quiet=args.quiet)
+    result = train(config, run or args.output, resume=run is not None, resume_from=checkpoint,
+                   overwrite=args.overwrite, quiet=args.quiet)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(result.summary()) if args.json else result.summary_line())
     return 0
 
 
@@ -249,7 +380,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(
         args.checkpoint,
-        args.data,
+        args.data,  # None: the data the run was trained on
         input_size=args.input_size,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -276,45 +407,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """SE-ResNet-20 vs ResNet-20 trained on the built-in digits; table and figures."""
     from senet.engine.demo import run_demo
 
-    run_demo(args.output, epochs=args.epochs, seed=args.seed, jobs=args.jobs)
+    run_demo(args.output, epochs=args.epochs, seed=args.seed, jobs=args.jobs, overwrite=args.overwrite)
     return 0
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    from senet.engine.config import OPTIMIZERS, SCHEDULES
+
     p.add_argument("--model", help="registered model name (`senet models` lists them); default: the recipe's")
     p.add_argument("--data", help="digits | synthetic[:classes=N,train=N,val=N,size=N] | folder:PATH | cifar10:PATH | cifar100:PATH")
     p.add_argument("--recipe", help="paper-imagenet | paper-cifar | paper-mobile | demo | FILE.yaml "
-                   "(default: paper-cifar for CIFAR, demo for digits, else paper-imagenet)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="images per process per step (before accumulation)")
+                   "(default: paper-cifar for CIFAR, demo for digits, else paper-imagenet at the model's own input size)")
+    p.add_argument("--epochs", type=positive_int, help="default: the recipe's")
+    add_batch_size_arg(p, help="images per process per step, before accumulation (default: the recipe's)")
     p.add_argument("--lr", type=float, help="learning rate for the global batch as given (no linear scaling)")
-    p.add_argument("--input-size", type=int, help="training crop side; evaluation resizes by the recipe's ratio (256/224)")
+    add_input_size_arg(p, help="training crop side; evaluation resizes by the recipe's ratio (256/224) "
+                       "(default: the recipe's, else the data's or the model's own)")
     p.add_argument("--output", help="run folder (default: runs/MODEL-DATA-TIME)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest good checkpoint (starts it if DIR has none)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="data loader processes per training process")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN (a run folder, or one of its "
+                   "checkpoints/step-N folders) from its newest good checkpoint, or from that checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --output (its checkpoints "
+                   "and weights are deleted)")
+    p.add_argument("--seed", type=int, help="default: the recipe's (0)")
+    add_workers_arg(p, help="data loader processes per training process, at most the cores available "
+                    "(default: the recipe's)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: each process's LOCAL_RANK GPU)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     p.add_argument("--pretrained", metavar="PATH", help="start from these weights (any file `senet convert` reads); "
                    "the classifier is replaced and the input convolution adapted where the data differ")
     p.add_argument("--source", help="the library that wrote --pretrained (default: auto, from the key names)")
+    p.add_argument("--log-every", type=positive_int, help="a progress line every N steps when stdout is not a "
+                   "terminal; the loss is read from the device this often (default: 50)")
+    add_output_format_args(p, quiet="no progress or epoch lines; only the final result line")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=("sgd", "adamw"))
+    opt.add_argument("--optimizer", choices=OPTIMIZERS)
     opt.add_argument("--momentum", type=float)
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--label-smoothing", type=float)
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
-    opt.add_argument("--schedule", choices=("step", "cosine", "plateau", "constant"))
+    opt.add_argument("--schedule", choices=SCHEDULES)
     opt.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up")
-    opt.add_argument("--accum-steps", type=int, help="accumulate gradients over this many batches per step")
+    opt.add_argument("--accum-steps", type=positive_int, help="accumulate gradients over this many batches per step")
     run = p.add_argument_group("execution")
-    run.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast precision (fp16: GPU, with a grad scaler)")
+    add_amp_arg(run)
     run.add_argument("--channels-last", action="store_true", default=None)
     run.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     run.add_argument("--ema-decay", type=float, help="keep and evaluate an EMA of the weights (e.g. 0.9998)")
     run.add_argument("--sync-bn", action="store_true", default=None, help="synchronised BatchNorm across GPUs")
     run.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels only")
-    run.add_argument("--checkpoint-every", type=int, help="also checkpoint every N optimiser steps (always: every epoch)")
+    run.add_argument("--checkpoint-every", type=non_negative_int, help="also checkpoint every N optimiser steps (always: every epoch)")
     run.add_argument("--skip-bad-images", action="store_true", default=None, help="skip and count unreadable images")
     run.add_argument("--tensorboard", action="store_true", default=None, help="TensorBoard logs in the run folder")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any recipe setting, e.g. schedule.milestones=[30,60]")
@@ -323,6 +463,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # senet bench
+
+
+def bench_amp(amp: str | None) -> bool:
+    """The benchmark measures float32 or bfloat16 autocast."""
+    if amp == "fp16":
+        raise SenetError("senet bench measures --amp bf16 (or none); fp16 autocast is not benchmarked")
+    return amp == "bf16"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -338,12 +485,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model=args.model,
         baseline=None if baseline == "none" else baseline,
         mode=args.mode,
-        batch=args.batch,
-        input_size=args.input,
+        batch=args.batch_size,
+        input_size=args.input_size,
         device=args.device,
         compile=args.compile,
         channels_last=args.channels_last,
-        amp=args.amp,
+        amp=bench_amp(args.amp),
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,
@@ -429,7 +576,7 @@ def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int
     kwargs = model_kwargs(args)
     progress = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
     result = onnxruntime_bench(
-        args.model, None if baseline == "none" else baseline, batch=args.batch, input_size=args.input,
+        args.model, None if baseline == "none" else baseline, batch=args.batch_size, input_size=args.input_size,
         threads=args.threads, repeats=args.repeats, warmup=args.warmup, model_kwargs=kwargs,
         baseline_kwargs={k: v for k, v in kwargs.items() if k in SHARED_KWARGS}, progress=progress,
     )
@@ -456,10 +603,10 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
     p = sub.add_parser("predict", help="top-k classes of images with a checkpoint's own preprocessing and class names")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="any checkpoint `senet convert` reads")
-    p.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--top", type=positive_int, default=5, help="classes per image")
+    add_batch_size_arg(p, default=32, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0, in this process)")
+    add_workers_arg(p, default=0, help="decoding processes (0: in this process)")
     add_weights_args(p, "the checkpoint")
     p.add_argument("--json", action="store_true", help='one JSON list of {"path", "top": [{"class", "index", "prob"}]}')
     commands["predict"] = cmd_predict
@@ -471,10 +618,10 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
     p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"),
                    help="default: from the --output suffix (.onnx, .pt, .pt2)")
     p.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
-    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
-    p.add_argument("--input-size", type=int, help="input side in pixels (default: the checkpoint's or model's)")
+    p.add_argument("--opset", type=positive_int, help="ONNX opset version (default: the exporter's)")
+    add_input_size_arg(p, help="input side in pixels (default: the checkpoint's or model's)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension (default: dynamic)")
-    p.add_argument("--batch-size", type=int, default=2, help="batch of the example input (default: 2)")
+    add_batch_size_arg(p, default=2, help="batch of the example input")
     p.add_argument("--source", default="auto", help=f"the library that wrote the checkpoint: {sources}")
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     add_model_args(p)
@@ -485,19 +632,23 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="senet", description="Squeeze-and-Excitation Networks for PyTorch")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from senet import __version__
+    from senet.analysis.benchmark import DEVICES, MODES, SE_IMPLS
+
+    parser = Parser(prog="senet", description="Squeeze-and-Excitation Networks for PyTorch")
+    parser.add_argument("--version", action="version", version=f"senet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
 
     p = sub.add_parser("models", help="list every registered model with params and GMACs")
     p.add_argument("filter", nargs="?", default="*", help="shell-style pattern, e.g. 'se_*'")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in docs/models.md)")
     commands["models"] = cmd_models
 
     p = sub.add_parser("info", help="complexity, SE overhead and a per-stage table of one model")
     p.add_argument("model")
-    p.add_argument("--input", type=int, help="input side in pixels (default: the model's own, e.g. 224)")
+    add_input_size_arg(p, aliases=("--input",))
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p)
     commands["info"] = cmd_info
@@ -508,22 +659,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1 / top-5 error of a trained model on a dataset's validation split")
     p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or .safetensors file")
-    p.add_argument("--data", required=True, help="same forms as for train; its validation split is used")
-    p.add_argument("--input-size", type=int, help="evaluation crop (default: the training input size)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="loader processes (default: up to 4)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument("--data", help="same forms as for train; its validation split is used (folder:PATH: PATH/val/ "
+                   "or PATH's own class folders) (default: the data the run was trained on)")
+    add_input_size_arg(p, help="evaluation crop (default: the training input size)")
+    add_batch_size_arg(p, default=128)
+    add_workers_arg(p, default=4)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_amp_arg(p, default="none", help="autocast precision")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     commands["eval"] = cmd_eval
 
     p = sub.add_parser("demo", help="train SE-ResNet-20 and ResNet-20 on the built-in digits; table and plots")
-    p.add_argument("--output", default="runs/demo", help="where runs and figures go (default: runs/demo)")
-    p.add_argument("--epochs", type=int, help="epochs per network (default: the demo recipe's)")
+    p.add_argument("--output", default="runs/demo", help="where runs and figures go")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --output")
+    p.add_argument("--epochs", type=positive_int, help="epochs per network (default: the demo recipe's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, help="networks trained at once (default: 2 on 2+ cores)")
+    p.add_argument("--jobs", type=positive_int, help="networks trained at once (default: 2 on 2+ cores)")
     commands["demo"] = cmd_demo
 
     p = sub.add_parser(
@@ -536,21 +689,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="registered model name, e.g. se_resnet50")
     p.add_argument("--baseline", help="model to compare with (default: the plain twin; 'none' for no baseline)")
-    p.add_argument("--mode", choices=("infer", "train"), default="infer", help="forward only, or one SGD step")
-    p.add_argument("--batch", type=int, default=8, help="images per step (default: 8)")
-    p.add_argument("--input", type=int, help="input side in pixels (default: the model's own, e.g. 224)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--mode", choices=MODES, default="infer", help="forward only, or one SGD step")
+    add_batch_size_arg(p, default=8, aliases=("--batch",))
+    add_input_size_arg(p, aliases=("--input",))
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (warm-up compiles)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for models and inputs")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
-    p.add_argument("--repeats", type=int, default=10, help="timed rounds, one step of each model per round")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each model first")
-    p.add_argument("--se-impl", choices=("fused", "naive"), default="fused", help="SE implementation of the model")
-    p.add_argument("--baseline-se-impl", choices=("fused", "naive"), help="SE implementation of the baseline (default: --se-impl)")
+    add_amp_arg(p, default="none", bare=True, help="autocast precision (a bare --amp: bf16)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed rounds, one step of each model per round")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps of each model first")
+    p.add_argument("--se-impl", choices=SE_IMPLS, default="fused", help="SE implementation of the model")
+    p.add_argument("--baseline-se-impl", choices=SE_IMPLS, help="SE implementation of the baseline (default: --se-impl)")
     p.add_argument("--no-memory", action="store_true", help="skip the training memory measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object (model_ms, baseline_ms, ratio, ...)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                    help="onnxruntime: the exported models in onnxruntime against eager PyTorch (inference, CPU)")
     add_model_args(p)
@@ -558,21 +711,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_interop_parsers(sub, commands)
 
-
-    parser.set_defaults(_commands=commands)
+    parser.set_defaults(_commands=commands, _parsers=sub.choices)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`; a flag no command knows is reported by that command's parser (its usage, a suggestion)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args._parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return args._commands[args.command](args)
     except SenetError as error:
         print(f"senet: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("senet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"senet: interrupted{'; ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `senet models | head`
         sys.stderr.close()

@@ -28,6 +28,8 @@ import gc
 import os
 import platform
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -349,7 +351,7 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _no_profiler_chatter(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
@@ -363,6 +365,26 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
         live += size
         peak = max(peak, live)
     return peak
+
+
+@contextlib.contextmanager
+def _no_profiler_chatter() -> Iterator[None]:
+    """Drop the `USDT:... profiler_start` / `profiler_stop` lines that the profiler's C++ side (Kineto)
+    writes straight to file descriptor 2 whatever its log level; everything else written there passes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True) if not line.startswith(b"USDT:")]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -426,6 +448,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
                 k: v for k, v in config.model_kwargs.items() if k in SHARED_KWARGS
             }
             subjects.append(_Subject(config.baseline, kwargs, config.baseline_se_impl or config.se_impl, config))
+        if config.input_size is None:  # report the size measured: the model's own
+            config = config.replace(input_size=int(subjects[0].inputs.shape[-1]))
         warmup_s = []
         for subject in subjects:
             say(f"warming up {subject.name} ({subject.se_impl}){' and compiling' if config.compile else ''}")
@@ -460,9 +484,11 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
 
 def format_result(result: BenchResult) -> str:
     """Human-readable lines for one result."""
+    from senet.models import is_se_model
+
     config = result.config
     settings = (
-        f"{config.mode}, batch {config.batch}, input {config.input_size or 'default'}, {config.device}"
+        f"{config.mode}, batch {config.batch}, input {config.input_size}, {config.device}"
         f"{', compiled' if config.compile else ', eager'}{', channels_last' if config.channels_last else ''}"
         f"{', bf16 autocast' if config.amp else ', fp32'}, {result.environment['threads']} threads, "
         f"{config.repeats} rounds"
@@ -472,7 +498,7 @@ def format_result(result: BenchResult) -> str:
         if m is None:
             continue
         d = m.as_dict()
-        label = f"{m.name} ({m.se_impl})"
+        label = m.name + (f" ({m.se_impl})" if is_se_model(m.name) else "")  # a plain model has no SE to fuse
         peak = "" if d["peak_mb"] is None else f"{d['peak_mb']:.1f}"
         saved = "" if d["saved_mb"] is None else f"{d['saved_mb']:.1f}"
         lines.append(f"  {label:28s} {m.median_ms:10.1f} {m.min_ms:9.1f} {m.images_per_s:8.2f} {peak:>9s} {saved:>9s}")

@@ -193,3 +193,50 @@ def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) 
         se_blocks=len(se_modules),
         stages=list(stages.values()),
     )
+
+
+def min_input_size(model: nn.Module) -> int:
+    """The smallest input side `model` is meant for: its own `min_input_size` where it declares one
+    (Inception: 75), and never below its total stride, at which its last feature map (what the global
+    pool sees) is one pixel. Smaller inputs still run, since padding keeps 1x1 maps alive, but then the
+    network sees almost nothing and training BatchNorm normalises noise. Build `model` on the meta
+    device to get this without computing anything."""
+    declared = int(getattr(model, "min_input_size", 1))
+    pool = getattr(model, "global_pool", None)
+    if not isinstance(pool, nn.Module):
+        return declared
+    shapes: list[tuple[int, ...]] = []
+    handle = pool.register_forward_pre_hook(lambda module, inputs: shapes.append(tuple(inputs[0].shape)))
+    try:
+        stats = complexity(model)
+    finally:
+        handle.remove()
+    if not shapes or len(shapes[0]) < 3:
+        return declared
+    stride = max(-(-side // max(1, out)) for side, out in zip(stats.input_size[1:], shapes[0][2:]))
+    return max(declared, stride)
+
+
+def se_stage_numbers(name: str, kwargs: dict | None = None, candidates: Sequence[int] = range(1, 10)) -> dict[str, int]:
+    """{top-level module name: its number in `se_stages`} for model `name` (an SE model or the SE twin of a
+    plain one), found by building it on the meta device with SE in one stage at a time: ResNet's
+    `layer1` .. `layer4` are stages 2 .. 5 (conv2_x .. conv5_x, paper Table 13)."""
+    from senet.errors import SenetError
+    from senet.models import create_model, is_se_model, se_twin
+
+    if not is_se_model(name):
+        name = se_twin(name)
+        if name is None:
+            return {}
+    kwargs = {k: v for k, v in (kwargs or {}).items() if k != "se_stages"}
+    numbers: dict[str, int] = {}
+    for stage in candidates:
+        try:
+            with torch.device("meta"):
+                model = create_model(name, **kwargs, se_stages=(stage,))
+        except SenetError:
+            continue
+        for child_name, child in model.named_children():
+            if any(isinstance(m, SqueezeExcitation) for m in child.modules()):
+                numbers.setdefault(child_name, stage)
+    return numbers

@@ -6,6 +6,7 @@ to the device) and are normalised on the device by `Normalize`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -103,6 +104,14 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: what a scheduler or taskset granted)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def make_loader(
     dataset: AugmentedDataset,
     sampler: torch.utils.data.Sampler,
@@ -112,7 +121,11 @@ def make_loader(
     drop_last: bool = False,
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over `dataset` in the order `sampler` gives, collated to uint8 `Batch`es."""
+    """A DataLoader over `dataset` in the order `sampler` gives, collated to uint8 `Batch`es.
+
+    `workers` is capped at the cores available: more decoding processes than cores only compete.
+    """
+    workers = min(workers, available_cores())
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

@@ -125,6 +125,28 @@ def load_folder_splits(root: Path) -> tuple[FolderSet, FolderSet]:
     )
 
 
+def load_folder_eval_split(root: Path) -> FolderSet:
+    """The images to evaluate in an image folder: root/val/<class>/* when there is a val/ folder, else
+    root/<class>/* (a bare class folder). Evaluation needs no training split."""
+    if not root.is_dir():
+        raise SenetError(f"data folder {root} does not exist")
+    split_dir = root / "val" if (root / "val").is_dir() else root
+    if split_dir == root and (root / "train").is_dir():
+        raise SenetError(f"{root} has train/ but no val/ folder; evaluate on {root}/val/<class>/* (add it) "
+                         f"or name a bare class folder: --data folder:{root / 'train'}")
+    classes, files, labels = scan_folder(split_dir, None, IMAGE_EXTENSIONS)
+    return FolderSet(str(split_dir), split_dir, classes, files, labels)
+
+
+def open_eval_data(spec: DataSpec | str, *, default_size: int = 32) -> tuple[ImageSet, DataSpec]:
+    """(validation images, parsed spec) of `spec`; an image folder needs only its val/ split or its class folders."""
+    spec = parse_data_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == "folder":
+        assert spec.path is not None
+        return load_folder_eval_split(spec.path), spec
+    return open_data(spec, default_size=default_size).val, spec
+
+
 def open_data(spec: DataSpec | str, *, default_size: int = 32) -> Splits:
     """Load (or index) the dataset `spec` names. `default_size` sizes synthetic images given no size=."""
     spec = parse_data_spec(spec) if isinstance(spec, str) else spec

@@ -50,6 +50,18 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _normal_permissions(path: Path) -> None:
+    """Give a written file the permissions of any file the user creates (0644 under the usual umask 022):
+    safetensors writes its files 0600, temporary files are often private."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -64,6 +76,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(temp)
+        _normal_permissions(temp)
         _fsync(temp)
         os.replace(temp, path)
         _fsync(path.parent)
@@ -159,10 +172,12 @@ def save_checkpoint(
         digests = {}
         for name, write in files.items():
             write(temp / name)
+            _normal_permissions(temp / name)
             _fsync(temp / name)
             digests[name] = _sha256(temp / name)
         record = {"format": FORMAT, "version": 1, "step": step, "files": digests}
         (temp / "meta.json").write_text(json.dumps(record, indent=1))
+        _normal_permissions(temp / "meta.json")
         _fsync(temp / "meta.json")
         _fsync(temp)
         if final.exists():  # the same step written again (a run resumed from an older checkpoint)

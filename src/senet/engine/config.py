@@ -15,6 +15,12 @@ from typing import Any
 
 from senet.errors import ConfigError, check_choice, did_you_mean
 
+# The choices of the settings below; the CLI's flags offer exactly these.
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine", "plateau", "constant")
+AMP_MODES = ("none", "bf16", "fp16")
+TRAIN_TRANSFORMS = ("random_resized_crop", "pad_crop", "resize")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -103,6 +109,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     tensorboard: bool = False
+    log_every: int = 50
 
 
 @dataclass(frozen=True)
@@ -133,15 +140,16 @@ class RunConfig:
 
 def validate(config: RunConfig) -> None:
     """Raise ConfigError for values no run can use."""
-    check_choice("optimizer", config.optim.name, ("sgd", "adamw"))
-    check_choice("schedule", config.schedule.name, ("step", "cosine", "plateau", "constant"))
-    check_choice("amp", config.train.amp, ("none", "bf16", "fp16"))
-    check_choice("train_transform", config.data.train_transform, ("random_resized_crop", "pad_crop", "resize"))
+    check_choice("optimizer", config.optim.name, OPTIMIZERS)
+    check_choice("schedule", config.schedule.name, SCHEDULES)
+    check_choice("amp", config.train.amp, AMP_MODES)
+    check_choice("train_transform", config.data.train_transform, TRAIN_TRANSFORMS)
     positive = {
         "train.batch_size": config.train.batch_size,
         "train.accum_steps": config.train.accum_steps,
         "schedule.epochs": config.schedule.epochs,
         "train.keep_checkpoints": config.train.keep_checkpoints,
+        "train.log_every": config.train.log_every,
     }
     for key, value in positive.items():
         if value < 1:

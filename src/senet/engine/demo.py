@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from senet.engine.train import METRICS_FILE, prepare_config, train
+from senet.errors import ConfigError
 
 MODELS = ("se_resnet20", "resnet20")
 
@@ -53,15 +54,25 @@ def run_demo(
     epochs: int | None = None,
     seed: int = 0,
     jobs: int | None = None,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train both networks, print the comparison table, write curves.png and excitation.png to `output`."""
+    """Train both networks, print the comparison table, write curves.png and excitation.png to `output`.
+
+    An earlier demo's runs in `output` are kept (ConfigError) unless `overwrite`, as `senet train` does.
+    """
     from senet.analysis import complexity
     from senet.analysis.plots import plot_excitations, plot_training_curves
     from senet.data import open_data
 
-    digits = open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
     output = Path(output)
+    earlier = [output / name for name in MODELS if (output / name).exists()]
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"{output} already holds an earlier demo ({', '.join(str(p) for p in earlier)}); replace it with "
+            "--overwrite or choose another --output"
+        )
+    digits = open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
     cores = os.cpu_count() or 1
     jobs = jobs or (2 if cores >= 2 else 1)
     threads = max(1, cores // jobs)
@@ -70,8 +81,8 @@ def run_demo(
         overrides["schedule.epochs"] = epochs
     configs = {name: prepare_config("demo", overrides | {"model.name": name})[0] for name in MODELS}
     output.mkdir(parents=True, exist_ok=True)
-    for name in MODELS:
-        shutil.rmtree(output / name, ignore_errors=True)  # the demo's own folders from an earlier demo
+    for path in earlier:  # asked to overwrite: the demo's own folders from an earlier demo
+        shutil.rmtree(path, ignore_errors=True)
     total_epochs = configs[MODELS[0]].schedule.epochs
     log(
         f"senet demo: {' vs '.join(MODELS)} on scikit-learn's digits ({len(digits.train)} train / {len(digits.val)} val images, 8x8 upsampled "

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from senet.data import AugmentedDataset, Batch, EvalSampler, EvalTransform, Normalize, make_loader, open_data
-from senet.data.spec import Splits
+from senet.data import AugmentedDataset, Batch, EvalSampler, EvalTransform, Normalize, make_loader
+from senet.data.datasets import ImageSet
+from senet.data.spec import open_eval_data
 from senet.engine.checkpoint import CheckpointError, checkpoint_dirs, load_checkpoint, load_weights
 from senet.engine.distributed import DistEnv, all_reduce_sum, init_process_group, resolve_device, shutdown
 from senet.errors import ConfigError, SenetError
@@ -155,7 +156,7 @@ def model_from_meta(state: dict[str, Tensor], meta: dict[str, Any], source: Path
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    data: str,
+    data: str | None = None,
     *,
     input_size: int | None = None,
     batch_size: int = 128,
@@ -165,9 +166,19 @@ def evaluate_checkpoint(
     ema: bool = False,
     skip_bad_images: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 / top-5 error, loss, image count and throughput of a checkpoint on the val split of `data`."""
+    """Top-1 / top-5 error, loss, image count and throughput of a checkpoint on the val split of `data`
+    (default: the data the run was trained on, as its metadata records)."""
     state, meta, source = resolve_weights(checkpoint, ema=ema)
+    if data is None:
+        data = meta.get("data")
+        if not data:
+            raise ConfigError(f"{source} does not record the data it was trained on; pass --data")
     model = model_from_meta(state, meta, source)
+    if input_size is not None:
+        from senet.models import create_model
+
+        with torch.device("meta"):
+            check_input_size(create_model(meta["model"], **meta.get("kwargs", {})), meta["model"], input_size)
     env = DistEnv.from_environ()
     torch_device = resolve_device(device, env)
     init_process_group(env, torch_device)  # under torchrun each process evaluates a shard; the sums are shared
@@ -193,9 +204,8 @@ def _evaluate_checkpoint(
     skip_bad_images: bool,
 ) -> dict[str, Any]:
     size = input_size or int(meta.get("input_size") or model.default_input_size[-1])
-    splits: Splits = open_data(data, default_size=size)
-    check_classes(meta, splits, data)
-    val = splits.val
+    val, spec = open_eval_data(data, default_size=size)
+    check_classes(meta, val, data, folder=spec.kind == "folder")
     transform = EvalTransform(size, float(meta.get("eval_crop_fraction", 0.875)), mode=val.pil_mode)
     dataset = AugmentedDataset(val, transform)
     loader = make_loader(
@@ -217,15 +227,28 @@ def _evaluate_checkpoint(
     }
 
 
-def check_classes(meta: dict[str, Any], splits: Splits, data: str) -> None:
+def check_input_size(model: nn.Module, name: str, size: int) -> None:
+    """ConfigError if `size` is below the smallest input `model` (named `name`) is meant for."""
+    from senet.analysis.complexity import min_input_size
+
+    minimum = min_input_size(model)
+    if size < minimum:
+        hint = ", or a model for small images (the CIFAR ResNets such as se_resnet20 take 4 and more)" if minimum > 4 else ""
+        raise ConfigError(
+            f"{name} needs inputs of at least {minimum} pixels (at its total stride its last feature map is one "
+            f"pixel), got {size}; use --input-size {minimum} or more{hint}"
+        )
+
+
+def check_classes(meta: dict[str, Any], images: ImageSet, data: str, *, folder: bool = False) -> None:
     """The data must have the classes the model was trained on (same count; same names where both have names)."""
     classes = meta.get("classes")
     if classes is None:
         return
-    if len(classes) != len(splits.classes):
-        raise ConfigError(f"the model was trained on {len(classes)} classes but {data} has {len(splits.classes)}")
-    if splits.spec.kind == "folder" and list(classes) != list(splits.classes):
+    if len(classes) != len(images.classes):
+        raise ConfigError(f"the model was trained on {len(classes)} classes but {data} has {len(images.classes)}")
+    if folder and list(classes) != list(images.classes):
         raise ConfigError(f"the class folders of {data} differ from the classes the model was trained on")
     channels = meta.get("channels")
-    if channels is not None and channels != splits.channels:
-        raise ConfigError(f"the model takes {channels}-channel images but {data} has {splits.channels}")
+    if channels is not None and channels != images.channels:
+        raise ConfigError(f"the model takes {channels}-channel images but {data} has {images.channels}")

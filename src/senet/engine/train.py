@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import sys
 import time
@@ -43,24 +44,30 @@ from senet.engine.checkpoint import (
     atomic_write,
     checkpoint_dirs,
     latest_checkpoint,
+    load_checkpoint,
     save_checkpoint,
     save_weights,
 )
 from senet.engine.config import RunConfig, plain
 from senet.engine.distributed import DistEnv
 from senet.engine.ema import ModelEma
-from senet.engine.evaluate import EvalResult, autocast, device_batches, evaluate
+from senet.engine.evaluate import EvalResult, autocast, check_input_size, device_batches, evaluate
 from senet.engine.recipes import resolve_config
 from senet.engine.schedule import Plateau, lr_factor
 from senet.errors import ConfigError, SenetError
 
 CONFIG_FILE = "config.yaml"
+FINAL_WEIGHTS = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 AUX_LOSS_WEIGHT = 0.4
 
 
 class TrainingDiverged(SenetError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; the message names the checkpoint that survived and the resume command."""
 
 
 @dataclass
@@ -82,6 +89,32 @@ class TrainResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+
+    def summary(self) -> dict[str, Any]:
+        """The run's result: final validation errors and loss, epochs, steps, time and where the weights are."""
+        final = self.final
+        return {
+            "model": self.meta.get("model"),
+            "data": self.meta.get("data"),
+            "output": str(self.output),
+            "weights": str(self.output / "model.safetensors"),
+            "epochs": final.get("epoch", 0),
+            "steps": final.get("step", 0),
+            **{key: final.get(key) for key in ("val_top1_err", "val_top5_err", "val_loss", "train_loss")},
+            "train_seconds": round(self.train_seconds, 3),
+            "images_per_s": round(self.images_per_s, 1),
+        }
+
+    def summary_line(self) -> str:
+        """`summary()` as one line for people."""
+        s = self.summary()
+        if not self.history:
+            return f"{s['model']}: no epoch trained; weights: {s['weights']}"
+        return (
+            f"{s['model']} on {s['data']}: top-1 error {s['val_top1_err']:.2f}%, top-5 error {s['val_top5_err']:.2f}%, "
+            f"val loss {s['val_loss']:.4f} after {s['epochs']} epochs ({s['steps']} steps, {s['train_seconds']:.0f} s "
+            f"training); weights: {s['weights']}"
+        )
 
 
 def prepare_config(
@@ -157,13 +190,19 @@ class Trainer:
         output: str | Path,
         *,
         resume: bool = False,
+        resume_from: str | Path | None = None,
+        overwrite: bool = False,
         quiet: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.output = Path(output)
-        self.resume = resume
+        self.resume = resume or resume_from is not None
+        self.resume_from = Path(resume_from) if resume_from is not None else None
+        self.overwrite = overwrite
         self.quiet = quiet
+        # Without a live progress bar (output to a log file or a scheduler), a line every log_every steps.
+        self.step_lines = not sys.stdout.isatty()
         self.env = DistEnv.from_environ()
         self._log = log or (lambda line: print(line, flush=True))
 
@@ -194,10 +233,12 @@ class Trainer:
 
         kwargs = dict(cfg.model.kwargs)
         with torch.device("meta"):
-            model_default = int(create_model(cfg.model.name, **kwargs).default_input_size[-1])
+            shape_model = create_model(cfg.model.name, **kwargs)
+        model_default = int(shape_model.default_input_size[-1])
         self.splits = open_data(cfg.data.spec, default_size=cfg.data.input_size or model_default)
         train_set, val_set = self.splits.train, self.splits.val
         self.input_size = cfg.data.input_size or train_set.native_size or model_default
+        check_input_size(shape_model, cfg.model.name, self.input_size)
         self.classes = list(self.splits.classes)
         kwargs.setdefault("num_classes", len(self.classes))
         kwargs.setdefault("in_chans", self.splits.channels)
@@ -354,6 +395,28 @@ class Trainer:
 
     def _reset_running(self) -> None:
         self.running = {"loss_sum": 0.0, "steps": 0, "correct": 0, "images": 0, "seconds": 0.0, "bad": 0}
+        # Each step's (summed loss, correct count) as device tensors, read into `running` by `_read_pending`:
+        # reading a value from the device waits for it, so this happens at log intervals and checkpoints only.
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _read_pending(self) -> None:
+        """Add the pending steps' losses and correct counts to the running sums (one wait for the device,
+        one all-reduce); a loss that became NaN or infinite in any process stops the run."""
+        if not self.pending:
+            return
+        accum, world = self.config.train.accum_steps, self.env.world_size
+        losses = (torch.stack([loss for loss, _ in self.pending]).double() / accum / world).tolist()
+        losses = dist_utils.all_reduce_sum(losses, self.device)
+        correct = int(torch.stack([count for _, count in self.pending]).sum())
+        first = self.step_in_epoch - len(self.pending) + 1
+        self.pending = []
+        for offset, value in enumerate(losses):
+            if not math.isfinite(value):
+                self._diverged(value, step=first + offset)
+        for value in losses:  # in step order: the same sum as adding each step's loss as it comes
+            self.running["loss_sum"] += value
+        self.running["correct"] += correct
+        self.last_loss = losses[-1]
 
     def trainer_state(self) -> dict[str, Any]:
         return {
@@ -370,8 +433,36 @@ class Trainer:
             "config": self.config.to_dict(),
         }
 
+    def check_resumable(self, checkpoint: Checkpoint) -> None:
+        """ConfigError, naming the difference, if the checkpoint's network or classes are not this run's."""
+        saved = checkpoint.meta
+        fix = (f"start a new run with another --output, or fine-tune its weights in a new run with "
+               f"--pretrained {checkpoint.path / 'model.safetensors'}")
+        where = f"{self.output} was trained"
+        if saved.get("model") != self.meta["model"]:
+            raise ConfigError(f"{where} as {saved.get('model')}, not {self.meta['model']}; {fix}")
+        classes = saved.get("classes")
+        if classes is not None and len(classes) != len(self.classes):
+            raise ConfigError(f"{where} on {len(classes)} classes, but {self.splits.spec} has {len(self.classes)}; {fix}")
+        if saved.get("channels") not in (None, self.splits.channels):
+            raise ConfigError(f"{where} on {saved['channels']}-channel images, but {self.splits.spec} has "
+                              f"{self.splits.channels}; {fix}")
+        kwargs = saved.get("kwargs", {})
+        changed = sorted(k for k in set(kwargs) | set(self.meta["kwargs"]) if kwargs.get(k) != self.meta["kwargs"].get(k))
+        if changed:
+            shown = lambda value: "default" if value is None else value  # noqa: E731
+            detail = ", ".join(f"{k} {shown(kwargs.get(k))} -> {shown(self.meta['kwargs'].get(k))}" for k in changed)
+            raise ConfigError(f"{where} with other model settings ({detail}); {fix}")
+
     def load_state(self, checkpoint: Checkpoint) -> None:
-        self.model.load_state_dict(checkpoint.model)
+        self.check_resumable(checkpoint)
+        try:
+            self.model.load_state_dict(checkpoint.model)
+        except RuntimeError as error:
+            lines = str(error).splitlines()
+            raise ConfigError(f"the weights in {checkpoint.path} do not fit this run's {self.meta['model']} "
+                              f"({(lines[1] if len(lines) > 1 else lines[0]).strip()}); start a new run with "
+                              "another --output") from None
         if self.ema is not None:
             if checkpoint.ema is None:
                 raise ConfigError(f"{checkpoint.path} has no EMA weights; resume without --ema-decay")
@@ -395,6 +486,7 @@ class Trainer:
         Weights that overflowed in the last update (a finite loss, then inf or NaN weights) stop the run
         here, before they could replace the last good checkpoint.
         """
+        self._read_pending()
         tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]  # weights and BN statistics
         finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
         if not bool(finite):
@@ -443,30 +535,66 @@ class Trainer:
                 shutil.rmtree(leftover, ignore_errors=True)
         dist_utils.barrier()
         if self.resume:
-            checkpoint = latest_checkpoint(self.output, warn=self.warn)
+            if self.resume_from is not None:
+                checkpoint: Checkpoint | None = load_checkpoint(self.resume_from)
+            else:
+                checkpoint = latest_checkpoint(self.output, warn=self.warn)
             if checkpoint is None:
                 self.log(f"no checkpoint in {self.output} yet: starting the run there")
             else:
                 self.load_state(checkpoint)
+                if self.resume_from is not None:
+                    self._set_aside_newer(checkpoint.path)
                 self.log(f"resuming from {checkpoint.path} (epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch})")
-        elif checkpoint_dirs(self.output):
-            raise ConfigError(f"{self.output} already holds a run; continue it with --resume {self.output} or choose another --output")
+        elif checkpoint_dirs(self.output) or (self.output / FINAL_WEIGHTS).is_file():
+            if not self.overwrite:
+                raise ConfigError(f"{self.output} already holds a run; continue it with --resume {self.output}, "
+                                  "choose another --output, or replace it with --overwrite")
+            if env.is_main:
+                clear_run(self.output)
+            dist_utils.barrier()
         if env.is_main:
             atomic_write(self.output / CONFIG_FILE, lambda t: t.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False)))
             self._write_metrics()
         self._log_header()
         writer = self._tensorboard()
 
-        while self.epoch < cfg.schedule.epochs:
-            self._train_epoch()
-            row = self._end_epoch()
+        try:
+            while self.epoch < cfg.schedule.epochs:
+                self._train_epoch()
+                row = self._end_epoch()
+                if writer is not None:
+                    for key, value in row.items():
+                        if isinstance(value, (int, float)) and key != "epoch":
+                            writer.add_scalar(key, value, row["epoch"])
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted()) from None
+        finally:
             if writer is not None:
-                for key, value in row.items():
-                    if isinstance(value, (int, float)) and key != "epoch":
-                        writer.add_scalar(key, value, row["epoch"])
-        if writer is not None:
-            writer.close()
+                writer.close()
         return self._finish()
+
+    def _interrupted(self) -> str:
+        """What survived a Ctrl-C, and the command that continues the run."""
+        kept = checkpoint_dirs(self.output)
+        if kept:
+            saved = kept[0].name[len("step-"):].lstrip("0") or "0"
+            survived = f"the newest checkpoint is {kept[0]} (after step {saved}; the steps since are lost)"
+        else:
+            survived = "no checkpoint was written yet"
+        launcher = f"torchrun --nproc_per_node {self.env.world_size} -m senet" if self.env.distributed else "senet"
+        return f"{survived}\nresume with: {launcher} train --resume {shlex.quote(str(self.output))}"
+
+    def _set_aside_newer(self, chosen: Path) -> None:
+        """Resuming from an older checkpoint: rename the newer ones out of the run (kept, not resumed from)."""
+        if not self.env.is_main:
+            return
+        for path in checkpoint_dirs(self.output):
+            if path.name > chosen.name:
+                aside = path.with_name(f"abandoned-{path.name}")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(path, aside)
+                self.log(f"note: set {path.name} aside as {aside} (it is newer than the checkpoint resumed from)")
 
     def _log_header(self) -> None:
         cfg, env = self.config, self.env
@@ -507,7 +635,8 @@ class Trainer:
         bad = [0]
         batches = device_batches(self.train_loader, self.normalize, skip_bad_images=cfg.data.skip_bad_images, bad=bad)
         zero = torch.zeros((), device=self.device)
-        micro, step_loss, correct, images = 0, zero, zero, 0
+        no_images = torch.zeros((), dtype=torch.int64, device=self.device)
+        micro, step_loss, correct, images = 0, zero, no_images, 0
         lr = self._set_lr()
         start = time.perf_counter()
         try:
@@ -525,10 +654,8 @@ class Trainer:
                 micro += 1
                 if not last:
                     continue
-                # One optimiser step. The loss of every process is checked first: NaN or inf stops the run.
-                (loss_value,) = dist_utils.all_reduce_sum([float(step_loss) / accum / env.world_size], self.device)
-                if not math.isfinite(loss_value):
-                    self._diverged(loss_value)
+                # One optimiser step. Its loss stays on the device until _read_pending (NaN or inf stops the run
+                # there; a checkpoint reads it first, so weights after a non-finite loss are never saved).
                 if cfg.optim.grad_clip:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -540,17 +667,22 @@ class Trainer:
                 self.global_step += 1
                 self.step_in_epoch += 1
                 running = self.running
-                running["loss_sum"] += loss_value
+                self.pending.append((step_loss, correct))
                 running["steps"] += 1
-                running["correct"] += int(correct)
                 running["images"] += images
                 running["bad"] += bad[0]
                 running["seconds"] += time.perf_counter() - start
-                micro, step_loss, correct, images, bad[0] = 0, zero, zero, 0, 0
+                micro, step_loss, correct, images, bad[0] = 0, zero, no_images, 0, 0
                 progress.update(1)
-                rate = running["images"] * env.world_size / max(running["seconds"], 1e-9)
-                progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}", refresh=False)
-                if self.step_in_epoch >= self.steps_per_epoch:
+                epoch_done = self.step_in_epoch >= self.steps_per_epoch
+                if epoch_done or self.step_in_epoch % cfg.train.log_every == 0:
+                    self._read_pending()
+                    rate = running["images"] * env.world_size / max(running["seconds"], 1e-9)
+                    progress.set_postfix(loss=f"{self.last_loss:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}", refresh=False)
+                    if self.step_lines and not epoch_done:
+                        self.log(f"epoch {self.epoch + 1:3d}/{cfg.schedule.epochs}  step {self.step_in_epoch}/"
+                                 f"{self.steps_per_epoch}  loss {self.last_loss:.4f}  lr {lr:.4g}  {rate:.0f} img/s")
+                if epoch_done:
                     break  # the epoch's last step: its checkpoint follows the evaluation
                 lr = self._set_lr()
                 every = cfg.train.checkpoint_every
@@ -570,16 +702,17 @@ class Trainer:
             return logits, loss
         return output, self.criterion(output, labels)
 
-    def _diverged(self, value: float | str) -> None:
+    def _diverged(self, value: float | str, step: int | None = None) -> None:
         kept = checkpoint_dirs(self.output)
         where = f"the last good checkpoint is {kept[0]}" if kept else "no checkpoint was written yet"
         raise TrainingDiverged(
-            f"the training loss became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch}; {where}. "
+            f"the training loss became {value} at epoch {self.epoch + 1}, step {step or self.step_in_epoch}; {where}. "
             f"Lower the learning rate (now {self.base_lr:g}) or add --warmup-epochs, then --resume {self.output}"
         )
 
     def _end_epoch(self) -> dict[str, Any]:
         cfg = self.config
+        self._read_pending()
         dist_utils.broadcast_buffers(self.model)
         val = evaluate(self.model, self.val_loader, self.normalize, amp=cfg.train.amp, skip_bad_images=cfg.data.skip_bad_images)
         ema_val: EvalResult | None = None
@@ -626,10 +759,10 @@ class Trainer:
     def _finish(self) -> TrainResult:
         meta = self.meta | {"epoch": self.epoch, "step": self.global_step}
         if self.env.is_main:
-            save_weights(self.output / "model.safetensors", self.model.state_dict(), meta)
+            save_weights(self.output / FINAL_WEIGHTS, self.model.state_dict(), meta)
             if self.ema is not None:
                 save_weights(self.output / "model_ema.safetensors", self.ema.state_dict(), meta)
-            self.log(f"final weights: {self.output / 'model.safetensors'}; metrics: {self.output / METRICS_FILE}")
+            self.log(f"metrics: {self.output / METRICS_FILE}; config: {self.output / CONFIG_FILE}")
         seconds = sum(row["train_seconds"] for row in self.history)
         images = sum(row["train_images"] for row in self.history)
         return TrainResult(self.output, self.history, self.model, meta, seconds, images, self.splits)
@@ -647,12 +780,45 @@ def train(
     output: str | Path | None = None,
     *,
     resume: bool = False,
+    resume_from: str | Path | None = None,
+    overwrite: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train `config`, writing config.yaml, metrics.jsonl, checkpoints/ and model.safetensors to `output`."""
+    """Train `config`, writing config.yaml, metrics.jsonl, checkpoints/ and model.safetensors to `output`.
+
+    `resume` continues the run in `output` from its newest good checkpoint, `resume_from` from that
+    checkpoint folder; `overwrite` replaces a run already in `output` instead of refusing to.
+    """
     if output is None:
         if DistEnv.from_environ().distributed:
             raise ConfigError("under torchrun give --output (every process must agree on the run folder)")
         output = default_output(config)
-    return Trainer(config, output, resume=resume, quiet=quiet, log=log).fit()
+    return Trainer(config, output, resume=resume, resume_from=resume_from, overwrite=overwrite, quiet=quiet, log=log).fit()
+
+
+def clear_run(output: Path) -> None:
+    """Delete what a run wrote into `output` (checkpoints, weights, config, metrics, TensorBoard logs)."""
+    shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(output / "tensorboard", ignore_errors=True)
+    for name in (FINAL_WEIGHTS, "model_ema.safetensors", CONFIG_FILE, METRICS_FILE):
+        (output / name).unlink(missing_ok=True)
+
+
+def resume_target(path: str | Path, *, starting: bool = False) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint folder or None) of `--resume PATH`: a run folder (its newest good checkpoint)
+    or one of its checkpoints/step-N folders. A missing PATH is an error unless `starting` a run there."""
+    path = Path(path).expanduser()
+    if path.parent.name == CHECKPOINTS and (path / "meta.json").is_file():
+        return path.parent.parent, path
+    if not path.exists():
+        if starting:
+            return path, None
+        raise ConfigError(f"--resume {path}: no such run folder; give the folder of an earlier senet train "
+                          f"(its --output), or start a new run with --output {path}")
+    if not path.is_dir():
+        raise ConfigError(f"--resume {path} is a file; give a run folder or one of its checkpoints/step-N folders")
+    if not starting and not (path / CONFIG_FILE).is_file() and not checkpoint_dirs(path):
+        raise ConfigError(f"--resume {path}: the folder holds no senet run (no {CONFIG_FILE}, no {CHECKPOINTS}/); "
+                          f"give the run folder of an earlier senet train, or start a new run with --output {path}")
+    return path, None
