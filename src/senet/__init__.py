@@ -2,6 +2,7 @@
 
 from senet.analysis import Complexity, complexity
 from senet.errors import ConfigError, SenetError, UnknownModelError
+from senet.interop.retrofit import SEReport, add_se
 from senet.layers import SEConfig, ShapeError, SqueezeExcitation
 from senet.models import (
     create_model,
@@ -18,10 +19,12 @@ __all__ = [
     "Complexity",
     "ConfigError",
     "SEConfig",
+    "SEReport",
     "SenetError",
     "ShapeError",
     "SqueezeExcitation",
     "UnknownModelError",
+    "add_se",
     "complexity",
     "create_model",
     "is_se_model",
