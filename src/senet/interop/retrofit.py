@@ -90,12 +90,17 @@ class SEReport:
     def params_added(self) -> int:
         return sum(site.params for site in self.sites)
 
+    @property
+    def summary(self) -> str:
+        """One line: how many blocks, how many parameters."""
+        return (f"add_se: {self.blocks} SE block{'s' * (self.blocks != 1)} in {self.model}, "
+                f"+{self.params_added:,d} params ({self.params_before:,d} -> {self.params_before + self.params_added:,d}, "
+                f"+{100 * self.params_added / max(1, self.params_before):.1f}%)")
+
     def __str__(self) -> str:
         width = max([len(s.name) for s in self.sites] + [10])
         unit_width = max([len(s.unit) for s in self.sites] + [4])
-        lines = [f"add_se: {self.blocks} SE blocks in {self.model}, +{self.params_added:,d} params "
-                 f"({self.params_before:,d} -> {self.params_before + self.params_added:,d}, "
-                 f"+{100 * self.params_added / max(1, self.params_before):.1f}%)",
+        lines = [self.summary,
                  f"  {'SE block':{width}s}  {'unit':{unit_width}s}  {'position':8s}  {'C -> C/r':>11s}  {'params':>9s}"]
         for s in self.sites:
             lines.append(f"  {s.name:{width}s}  {s.unit:{unit_width}s}  {s.position:8s}  "
@@ -145,14 +150,14 @@ def add_se(
         sites = [_named_site(model, name, position) for name in where]
     else:
         sites = _find_sites(model)
-    if stages is not None:
-        sites = _in_stages(model, sites, tuple(int(s) for s in stages), input_size)
     if not sites:
         raise ConfigError(
             f"add_se found nowhere to put SE in {type(model).__name__}: no residual unit, concatenation or "
             "conv-norm-act block in an nn.Sequential (units that already have an `se` are skipped); "
             "name the modules with where=[...]"
         )
+    if stages is not None:
+        sites = _in_stages(model, sites, tuple(int(s) for s in stages), input_size)
 
     report = SEReport(type(model).__name__, params_before=sum(p.numel() for p in model.parameters()))
 
@@ -190,27 +195,33 @@ def _family_defaults(model: nn.Module) -> SEConfig:
 
 
 def _find_sites(model: nn.Module) -> list[_Site]:
-    """Residual units if there are any, else concatenation units, else plain conv blocks (module docstring)."""
+    """Residual units if there are any, else concatenation units, else plain conv blocks (module docstring).
+
+    Units that already have an `se` are left alone; if all have one, ConfigError."""
     units: list[_Site] = []
     concats: list[_Site] = []
 
     def visit(module: nn.Module, name: str) -> None:
         site = _as_unit(module, name)
         if site is not None:
-            if site.position != "skip":
-                (concats if site.concat else units).append(site)
+            (concats if site.concat else units).append(site)
             if not site.concat:
                 return  # nothing inside a residual unit is a unit of its own
         for child_name, child in module.named_children():
             visit(child, f"{name}.{child_name}" if name else child_name)
 
     visit(model, "")
-    if units:
-        return units
-    if concats:
-        return [site for site in concats if not any(
-            site.name.startswith(other.name + ".") for other in concats)]  # the outermost ones
-    return _conv_block_sites(model)
+    if not units:  # the outermost concatenations
+        units = [site for site in concats if not any(site.name.startswith(other.name + ".") for other in concats)]
+    if not units:
+        return _conv_block_sites(model)
+    free = [site for site in units if site.position != "skip"]
+    if not free:
+        raise ConfigError(
+            f"every unit of {type(model).__name__} ({len(units)}, e.g. {units[0].name or 'the model'}) already has "
+            "an SE block; add_se adds SE to a network without it (for other SE options build the SE model with them)"
+        )
+    return free
 
 
 def _named_site(model: nn.Module, name: str, position: str) -> _Site:
@@ -259,7 +270,7 @@ def _conv_block_sites(model: nn.Module) -> list[_Site]:
     are one layer); a Sequential that is exactly one such layer gets it inside as `se`."""
     sites: list[_Site] = []
     for seq_name, seq in model.named_modules():
-        if not isinstance(seq, nn.Sequential) or _is_conv_block(seq):
+        if not isinstance(seq, nn.Sequential) or (_is_conv_block(seq) and seq is not model):
             continue
         names = [n for n, _ in seq.named_children()]
         children = [c for _, c in seq.named_children()]
@@ -323,6 +334,33 @@ def _width(module: nn.Module, last: bool = True) -> tuple[int, int] | None:
     if type(m) in _CONVS:
         return (m.out_channels if last else m.in_channels), _CONVS[type(m)]
     return m.num_features, _NORMS[type(m)]
+
+
+def _width_of(modules: dict[str, nn.Module], node: fx.Node) -> tuple[int, int] | None:
+    """(channels, dims) of a traced value: from the last conv or norm it is computed from (first inputs)."""
+    for _ in range(64):
+        if not isinstance(node, fx.Node):
+            return None
+        if node.op == "call_module":
+            width = _width(modules[node.target])
+            if width is not None:
+                return width
+        elif node.op == "placeholder":
+            return _input_width(modules, node, None)
+        if not node.all_input_nodes:
+            return None
+        node = node.all_input_nodes[0]
+    return None
+
+
+def _input_width(modules: dict[str, nn.Module], x: fx.Node, among: set[fx.Node] | None) -> tuple[int, int] | None:
+    """(channels, dims) of a traced input, from the first conv or norm that reads it (of `among`, if given)."""
+    for user in x.users:
+        if (among is None or user in among) and user.op == "call_module":
+            width = _width(modules[user.target], last=False)
+            if width is not None:
+                return width
+    return None
 
 
 def _in_stages(
@@ -623,11 +661,11 @@ class _FxUnit(_Site):
             target, channels = merge.node, None
         elif position in ("standard", "identity"):
             target = merge.residual if position == "standard" else merge.shortcut
-            channels = self._width_of(merge.residual)
+            channels = _width_of(self.modules, merge.residual)
         elif position == "post":
-            target, channels = output.args[0], self._width_of(merge.residual)
+            target, channels = output.args[0], _width_of(self.modules, merge.residual)
         elif position == "pre":
-            target, channels = x, self._input_width(x, _ancestors(merge.residual))
+            target, channels = x, _input_width(self.modules, x, _ancestors(merge.residual))
         else:  # 3x3
             target, channels = self._after_3x3()
         if channels is None and not self.concat:
@@ -656,35 +694,8 @@ class _FxUnit(_Site):
         _install_forward(self.unit, graph)
         return _join(self.name, "se"), self.unit.se
 
-    def _width_of(self, node: fx.Node) -> tuple[int, int] | None:
-        """(channels, dims) of a node's value: the last conv or norm it comes from through shape-keeping steps."""
-        seen = 0
-        while isinstance(node, fx.Node) and seen < 64:
-            seen += 1
-            if node.op == "call_module":
-                width = _width(self.modules[node.target])
-                if width is not None:
-                    return width
-            elif node.op == "placeholder":
-                return self._input_width(node, None)
-            if not node.all_input_nodes:
-                return None
-            node = node.all_input_nodes[0]
-        return None
-
-    def _input_width(self, x: fx.Node, among: set[fx.Node] | None) -> tuple[int, int] | None:
-        """(channels, dims) of the input, from the first conv or norm that reads it."""
-        for user in x.users:
-            if among is not None and user not in among:
-                continue
-            if user.op == "call_module":
-                width = _width(self.modules[user.target], last=False)
-                if width is not None:
-                    return width
-        return None
-
     def _concat_width(self, node: fx.Node) -> tuple[int, int]:
-        parts = [self._width_of(p) for p in node.args[0]]
+        parts = [_width_of(self.modules, p) for p in node.args[0]]
         if any(p is None for p in parts):
             raise ConfigError(f"add_se cannot tell the width of each branch concatenated in {self.label}")
         return sum(p[0] for p in parts), parts[0][1]
@@ -759,9 +770,9 @@ class _After(_Site):
         calls = [n for n in graph.nodes if n.op == "call_module" and n.target == child]
         if not calls:
             raise ConfigError(f"cannot put SE after {self.name!r}: {type(parent).__name__}.forward does not call it")
-        width = _width(getattr(parent, child))
+        width = _width_of(dict(parent.named_modules()), calls[0])
         if width is None:
-            raise ConfigError(f"add_se cannot tell the channels after {self.name!r}: it holds no convolution or norm")
+            raise ConfigError(f"add_se cannot tell the channels after {self.name!r}: no convolution or norm before it")
         se = build(*width, parent)
         parent.add_module(self.se_name, se)
         for call in calls:
