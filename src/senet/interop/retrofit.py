@@ -262,7 +262,13 @@ def _as_unit(module: nn.Module, name: str) -> _Site | None:
     cat = _concatenation(graph, modules)
     if cat is not None:
         return _FxUnit(module, name, graph, cat, concat=True)
+    if isinstance(getattr(module, "se", None), nn.Identity) and _calls(graph, "se"):
+        return _FxUnit(module, name, graph, None)  # a block with an empty SE slot (timm), residual or not
     return None
+
+
+def _calls(graph: fx.Graph, target: str) -> list[fx.Node]:
+    return [n for n in graph.nodes if n.op == "call_module" and n.target == target]
 
 
 def _conv_block_sites(model: nn.Module) -> list[_Site]:
@@ -337,20 +343,30 @@ def _width(module: nn.Module, last: bool = True) -> tuple[int, int] | None:
 
 
 def _width_of(modules: dict[str, nn.Module], node: fx.Node) -> tuple[int, int] | None:
-    """(channels, dims) of a traced value: from the last conv or norm it is computed from (first inputs)."""
-    for _ in range(64):
-        if not isinstance(node, fx.Node):
+    """(channels, dims) of a traced value: the last conv or norm it is computed from (a channel
+    concatenation: the sum of its parts), searching its inputs depth-first."""
+    seen: set[fx.Node] = set()
+
+    def search(node: object) -> tuple[int, int] | None:
+        if not isinstance(node, fx.Node) or node in seen or len(seen) > 256:
             return None
+        seen.add(node)
         if node.op == "call_module":
             width = _width(modules[node.target])
             if width is not None:
                 return width
         elif node.op == "placeholder":
             return _input_width(modules, node, None)
-        if not node.all_input_nodes:
-            return None
-        node = node.all_input_nodes[0]
-    return None
+        elif _is_cat(node) and (node.args[1:2] == (1,) or node.kwargs.get("dim") == 1):
+            parts = [search(part) for part in node.args[0]]
+            return None if None in parts else (sum(p[0] for p in parts), parts[0][1])
+        for source in node.all_input_nodes:
+            width = search(source)
+            if width is not None:
+                return width
+        return None
+
+    return search(node)
 
 
 def _input_width(modules: dict[str, nn.Module], x: fx.Node, among: set[fx.Node] | None) -> tuple[int, int] | None:
@@ -580,6 +596,16 @@ class _Site:
         raise NotImplementedError
 
 
+_SE_CLASS_NAMES = re.compile(r"squeeze_?excit\w*|se(module|layer|block)?", re.IGNORECASE)
+
+
+def _holds_se(unit: nn.Module) -> bool:
+    """Whether a module inside `unit` is an SE block: senet's, or one whose class is named like one
+    (SqueezeExcitation, SqueezeExcite, SEModule, SELayer, ...: torchvision's and timm's)."""
+    return any(isinstance(m, SqueezeExcitation) or _SE_CLASS_NAMES.fullmatch(type(m).__name__)
+               for m in unit.modules())
+
+
 def _check_free(unit: nn.Module, name: str) -> None:
     if getattr(unit, "se", None) is not None:
         raise ConfigError(f"{name or 'the model'} ({type(unit).__name__}) already has an attribute `se`")
@@ -636,18 +662,22 @@ class _SenetSlot(_Site):
 class _FxUnit(_Site):
     """A unit found by tracing: SE spliced into its traced forward (see `_install_forward`)."""
 
-    def __init__(self, unit: nn.Module, name: str, graph: fx.Graph, merge: _Merge, concat: bool = False) -> None:
+    def __init__(self, unit: nn.Module, name: str, graph: fx.Graph, merge: _Merge | None, concat: bool = False) -> None:
         self.unit, self.name, self.graph, self.merge, self.concat = unit, name, graph, merge, concat
         self.label = f"{name} ({type(unit).__name__})" if name else type(unit).__name__
-        self.position = "skip" if isinstance(getattr(unit, "se", None), nn.Module) else ""
         self.modules = dict(unit.named_modules())
+        # A placeholder `se = nn.Identity()` that the forward calls (timm's blocks) is a slot to fill.
+        self.slot = next(iter(_calls(graph, "se")), None)
+        if not isinstance(getattr(unit, "se", None), nn.Identity):
+            self.slot = None
+        has_se = self.slot is None and isinstance(getattr(unit, "se", None), nn.Module)
+        self.position = "skip" if has_se or _holds_se(unit) else ""
 
     @property
     def output_module(self) -> nn.Module:
         return self.unit
 
     def insert(self, config: SEConfig, build: Build) -> tuple[str, SqueezeExcitation]:
-        _check_free(self.unit, self.name)
         position, graph, merge = config.position, self.graph, self.merge
         self.position = position
         if self.concat and position != "standard":
@@ -655,6 +685,15 @@ class _FxUnit(_Site):
                 f"{self.label} merges its branches by concatenation: SE goes on the concatenated output "
                 f"(position='standard'), not {position!r}"
             )
+        if self.slot is not None:  # the unit's own forward calls `se` at its family's placement
+            if position != "standard":
+                raise ConfigError(f"{self.label} has its own SE slot (`se`), so position={position!r} does not apply")
+            width = _width_of(self.modules, self.slot.all_input_nodes[0])
+            if width is None:
+                raise ConfigError(f"add_se cannot tell the channels at the `se` slot of {self.label}")
+            self.unit.se = build(*width, self.unit)
+            return _join(self.name, "se"), self.unit.se
+        _check_free(self.unit, self.name)
         x = _input(graph)
         output = next(n for n in graph.nodes if n.op == "output")
         if position == "standard" and self.concat:
@@ -695,10 +734,10 @@ class _FxUnit(_Site):
         return _join(self.name, "se"), self.unit.se
 
     def _concat_width(self, node: fx.Node) -> tuple[int, int]:
-        parts = [_width_of(self.modules, p) for p in node.args[0]]
-        if any(p is None for p in parts):
+        width = _width_of(self.modules, node)
+        if width is None:
             raise ConfigError(f"add_se cannot tell the width of each branch concatenated in {self.label}")
-        return sum(p[0] for p in parts), parts[0][1]
+        return width
 
     def _after_3x3(self) -> tuple[fx.Node, tuple[int, int]]:
         """The end of the first spatial (k > 1) conv's conv-norm-act on the residual branch (SE-3x3, Fig. 5e)."""
@@ -767,7 +806,7 @@ class _After(_Site):
                 f"cannot put SE after {self.name!r}: its parent {type(parent).__name__} is no nn.Sequential and its "
                 "forward does not trace with torch.fx; name a module inside an nn.Sequential, or a residual unit"
             )
-        calls = [n for n in graph.nodes if n.op == "call_module" and n.target == child]
+        calls = _calls(graph, child)
         if not calls:
             raise ConfigError(f"cannot put SE after {self.name!r}: {type(parent).__name__}.forward does not call it")
         width = _width_of(dict(parent.named_modules()), calls[0])
