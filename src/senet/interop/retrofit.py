@@ -32,7 +32,7 @@ import torch
 from torch import fx, nn
 
 from senet.errors import ConfigError, did_you_mean
-from senet.layers import SE_POSITIONS, SEConfig, SEResidualUnit, SqueezeExcitation
+from senet.layers import SEConfig, SEResidualUnit, SqueezeExcitation
 from senet.models.base import init_weights_he
 from senet.models.blocks import InceptionModule
 from senet.models.cifar import CIFAR_SE_DEFAULTS, CifarResNet
@@ -583,14 +583,17 @@ Build = Callable[[int, int, nn.Module], SqueezeExcitation]
 class _Site:
     """A place for one SE block; `insert` puts it there and returns its name and the block."""
 
-    name: str
-    label: str
-    position: str
     concat = False
+
+    def __init__(self, unit: nn.Module, name: str) -> None:
+        self.unit, self.name = unit, name
+        self.label = f"{name} ({type(unit).__name__})" if name else type(unit).__name__
+        self.position = ""  # "skip": the unit already has SE; set to the position used by `insert`
 
     @property
     def output_module(self) -> nn.Module:
-        raise NotImplementedError
+        """The module whose output resolution gives the site's stage."""
+        return self.unit
 
     def insert(self, config: SEConfig, build: Build) -> tuple[str, SqueezeExcitation]:
         raise NotImplementedError
@@ -615,13 +618,8 @@ class _SenetResidual(_Site):
     """A senet residual unit: its own SE slot at any point of Fig. 5 (`SEResidualUnit.init_se`)."""
 
     def __init__(self, unit: SEResidualUnit, name: str) -> None:
-        self.unit, self.name = unit, name
-        self.label = f"{name} ({type(unit).__name__})"
+        super().__init__(unit, name)
         self.position = "skip" if unit.se is not None else ""
-
-    @property
-    def output_module(self) -> nn.Module:
-        return self.unit
 
     def insert(self, config: SEConfig, build: Build) -> tuple[str, SqueezeExcitation]:
         self.position = config.position
@@ -640,13 +638,9 @@ class _SenetSlot(_Site):
     modules): its `se` slot, filled."""
 
     def __init__(self, unit: nn.Module, name: str, channels: int, concat: bool = False) -> None:
-        self.unit, self.name, self.channels, self.concat = unit, name, channels, concat
-        self.label = f"{name} ({type(unit).__name__})"
+        super().__init__(unit, name)
+        self.channels, self.concat = channels, concat
         self.position = "skip" if unit.se is not None else ""
-
-    @property
-    def output_module(self) -> nn.Module:
-        return self.unit
 
     def insert(self, config: SEConfig, build: Build) -> tuple[str, SqueezeExcitation]:
         if config.position != "standard":
@@ -663,8 +657,8 @@ class _FxUnit(_Site):
     """A unit found by tracing: SE spliced into its traced forward (see `_install_forward`)."""
 
     def __init__(self, unit: nn.Module, name: str, graph: fx.Graph, merge: _Merge | None, concat: bool = False) -> None:
-        self.unit, self.name, self.graph, self.merge, self.concat = unit, name, graph, merge, concat
-        self.label = f"{name} ({type(unit).__name__})" if name else type(unit).__name__
+        super().__init__(unit, name)
+        self.graph, self.merge, self.concat = graph, merge, concat
         self.modules = dict(unit.named_modules())
         # A placeholder `se = nn.Identity()` that the forward calls (timm's blocks) is a slot to fill.
         self.slot = next(iter(_calls(graph, "se")), None)
@@ -672,10 +666,6 @@ class _FxUnit(_Site):
             self.slot = None
         has_se = self.slot is None and isinstance(getattr(unit, "se", None), nn.Module)
         self.position = "skip" if has_se or _holds_se(unit) else ""
-
-    @property
-    def output_module(self) -> nn.Module:
-        return self.unit
 
     def insert(self, config: SEConfig, build: Build) -> tuple[str, SqueezeExcitation]:
         position, graph, merge = config.position, self.graph, self.merge
@@ -766,15 +756,11 @@ class _After(_Site):
 
     def __init__(self, parent: nn.Module, parent_name: str, child: str, position: str,
                  se_name: str | None = None) -> None:
+        super().__init__(getattr(parent, child), _join(parent_name, child))
         self.parent, self.parent_name, self.child = parent, parent_name, child
-        self.name = _join(parent_name, child)
-        self.label = f"after {self.name} ({type(getattr(parent, child)).__name__})"
+        self.label = f"after {self.name} ({type(self.unit).__name__})"
         self.position = position
         self.se_name = se_name or _beside_name(child)
-
-    @property
-    def output_module(self) -> nn.Module:
-        return getattr(self.parent, self.child)
 
     def insert(self, config: SEConfig, build: Build) -> tuple[str, SqueezeExcitation]:
         if config.position not in ("standard", "post"):
