@@ -280,7 +280,7 @@ def _conv_block_sites(model: nn.Module) -> list[_Site]:
             continue
         names = [n for n, _ in seq.named_children()]
         children = [c for _, c in seq.named_children()]
-        ends: list[int] = []
+        blocks: list[tuple[int, int]] = []  # (first, last) child of each layer
         i = 0
         while i < len(children):
             end = _block_end(children, i)
@@ -291,16 +291,12 @@ def _conv_block_sites(model: nn.Module) -> list[_Site]:
             following = _block_end(children, end + 1)
             if conv is not None and conv.groups > 1 and conv.groups == conv.in_channels and following is not None:
                 end = following  # depthwise + pointwise: SE after the pointwise block only (SE-MobileNet)
-            ends.append(end)
+            blocks.append((i, end))
             i = end + 1
-        whole = len(ends) == 1 and ends[0] == len(children) - 1 and _block_start_is_first(children) and seq is not model
-        for end in ends:
+        whole = blocks == [(0, len(children) - 1)] and seq is not model
+        for _, end in blocks:
             sites.append(_After(seq, seq_name, names[end], "standard", se_name="se" if whole else None))
     return sites
-
-
-def _block_start_is_first(children: list[nn.Module]) -> bool:
-    return _block_end(children, 0) is not None
 
 
 def _is_conv_block(module: nn.Module) -> bool:
