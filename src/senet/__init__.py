@@ -3,6 +3,7 @@
 from senet.analysis import Complexity, complexity
 from senet.errors import ConfigError, SenetError, UnknownModelError
 from senet.interop.load import load_model
+from senet.interop.retrofit import SEReport, add_se
 from senet.layers import SEConfig, ShapeError, SqueezeExcitation
 from senet.models import (
     create_model,
@@ -19,10 +20,12 @@ __all__ = [
     "Complexity",
     "ConfigError",
     "SEConfig",
+    "SEReport",
     "SenetError",
     "ShapeError",
     "SqueezeExcitation",
     "UnknownModelError",
+    "add_se",
     "complexity",
     "create_model",
     "is_se_model",

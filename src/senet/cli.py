@@ -243,7 +243,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     from senet.models import is_se_model, plain_twin
 
     kwargs = model_kwargs(args)
-    stats = complexity(build_model_for_counting(args.model, kwargs), args.input_size)
+    model = build_model_for_counting(args.model, kwargs)
+    if args.add_se:  # the cost of SE retrofitted with senet.add_se (its defaults: the family's SE twin's)
+        from senet.interop.retrofit import add_se
+
+        summary = add_se(model).se_report.summary
+        if not args.json:
+            print(summary)
+    stats = complexity(model, args.input_size)
     twin = None
     if is_se_model(args.model):
         twin_kwargs = {k: v for k, v in kwargs.items() if k in ("layout", "num_classes", "in_chans")}
@@ -650,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     add_input_size_arg(p, aliases=("--input",))
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--add-se", action="store_true", help="count the model with SE added by senet.add_se")
     add_model_args(p)
     commands["info"] = cmd_info
 
