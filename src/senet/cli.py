@@ -144,6 +144,10 @@ def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = Tr
     arch.add_argument("--in-chans", type=positive_int, help="input channels")
 
 
+# create_model keywords with a flag of the same name (`add_model_args`).
+MODEL_FLAGS = ("reduction", "squeeze", "gate", "se_position", "se_stages", "layout", "num_classes", "in_chans")
+
+
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The create_model keywords the flags of `add_model_args` ask for (flags left unset are omitted)."""
     kwargs: dict[str, Any] = {}
@@ -370,9 +374,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.recipe is None and recipe == "paper-imagenet" and run is None:
         # No recipe asked for: the ImageNet schedule, at the input size of the model (and data) at hand.
         overrides.setdefault("data.input_size", None)
-    config, changes = prepare_config(recipe, overrides, run)
+    notes: list[str] = []
+    config, changes = prepare_config(recipe, overrides, run, notes=notes)
     if changes and not args.quiet:
         print("resuming with changed settings: " + "; ".join(changes))
+    for note in notes if not args.quiet else ():
+        print(note)
     result = train(config, run or args.output, resume=run is not None, resume_from=checkpoint,
                    overwrite=args.overwrite, quiet=args.quiet)
     if os.environ.get("RANK", "0") == "0":
@@ -634,6 +641,61 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
 
 
 # ---------------------------------------------------------------------------------------------------
+# senet ablate (the paper's ablations as sweeps of training runs)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from senet.analysis.ablation import GRID, ablate, check_study, list_commands
+
+    if args.resume:
+        raise SenetError("senet ablate resumes interrupted runs by itself: drop --resume and repeat the command")
+    studies = [name.strip() for name in (args.study or (GRID if args.grid else "")).split(",") if name.strip()]
+    if not studies:
+        raise SenetError("name a study: reduction, squeeze, gate, stages, position, 3x3, nosqueeze or grid (with --grid)")
+    for name in studies:
+        check_study(name)
+    if args.grid and GRID not in studies:
+        raise SenetError("--grid defines the custom study: `senet ablate grid --grid KEY=V1,V2 ...`")
+    if args.seeds < 1:
+        raise SenetError(f"--seeds takes the number of seeds per variant (>= 1), got {args.seeds}")
+    if args.only is not None and (args.list or args.collect):
+        raise SenetError("--only trains one run; use it without --list and --collect")
+    overrides = train_overrides(args)
+    overrides.pop("train.seed", None)
+    first = args.seed or 0
+    recipe = args.recipe or default_recipe(args.data)
+    model = args.model
+    output = args.output or f"runs/ablate-{'-'.join(studies)}-{model or recipe}"
+    settings = dict(studies=studies, model=model, recipe=recipe, overrides=overrides,
+                    seeds=list(range(first, first + args.seeds)), output=output, grid=args.grid or ())
+    if args.list:
+        flags = {key: "--" + flag.replace("_", "-") for flag, key in TRAIN_FLAGS.items()}
+        flags |= {f"model.kwargs.{key}": "--" + key.replace("_", "-") for key in MODEL_FLAGS}
+        commands = list_commands(**settings, flags=flags)
+        print("\n".join(commands))
+        print(f"# {len(commands)} runs, numbered 0 to {len(commands) - 1} in this order (line I+1 is run I): "
+              f"`senet ablate ... --only I` trains run I (e.g. a Slurm array --array=0-{len(commands) - 1} "
+              "with --only $SLURM_ARRAY_TASK_ID); repeat the command without --only, or with --collect, for the table",
+              file=sys.stderr)
+        return 0
+    ablate(**settings, jobs=args.jobs or 1, only=args.only, collect_only=args.collect)
+    return 0
+
+
+def add_ablate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", nargs="?", help="reduction | squeeze | gate | stages | position | 3x3 | nosqueeze | grid "
+                   "(Tables 10-16; several joined by commas share their identical runs, e.g. reduction,gate)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per variant: --seed, --seed + 1, ... (default: 1)")
+    p.add_argument("--jobs", type=int, help="runs trained at once, the cores shared out between them (default: 1)")
+    p.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", help="the custom study: every combination of "
+                   "create_model keywords, e.g. --grid reduction=4,8 gate=sigmoid,tanh (tuples join with +: se_stages=3+4)")
+    p.add_argument("--list", action="store_true", help="print each run's complete `senet train` command, one a line")
+    p.add_argument("--only", type=int, metavar="I", help="train only run I (numbered from 0 as --list prints them)")
+    p.add_argument("--collect", action="store_true", help="train nothing: gather the finished runs into the results")
+    add_train_args(p)
+
+
+# ---------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -716,6 +778,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands["bench"] = cmd_bench
 
     add_interop_parsers(sub, commands)
+
+    p = sub.add_parser(
+        "ablate",
+        help="the paper's ablations (Tables 10-16) as sweeps of training runs, with seeds and error bars",
+        description="Trains each variant of STUDY and the plain twin at every seed as ordinary run folders "
+        "DIR/<variant>/seed-<s>; a repeated call skips finished runs and resumes interrupted ones. Writes "
+        "DIR/results.csv, results.md and results.png. Train flags are those of `senet train`.",
+    )
+    add_ablate_args(p)
+    commands["ablate"] = cmd_ablate
+
 
     parser.set_defaults(_commands=commands, _parsers=sub.choices)
     return parser

@@ -75,3 +75,39 @@ def plot_excitations(stats: ExcitationStats, path: str | Path, *, title: str = "
     path = Path(path)
     figure.savefig(path)
     return path
+
+
+def plot_ablation(
+    studies: Mapping[str, Sequence[tuple[str, tuple[float, float] | None, tuple[float, float] | None]]],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """One panel per study: top-1 and top-5 error per variant, mean with ± one standard deviation as bars.
+
+    `studies[name]` is a list of (variant label, (top-1 mean, std) or None, (top-5 mean, std) or None);
+    a std of NaN (one seed) draws no bar, a variant with no finished run no point.
+    """
+    figure = _figure(max(4.5, 1.0 + 0.9 * max((len(rows) for rows in studies.values()), default=1)), 3.4 * len(studies))
+    axes = figure.subplots(len(studies), 1, squeeze=False).ravel()
+    for axis, (study, rows) in zip(axes, studies.items()):
+        for offset, which, marker, name in ((-0.08, 1, "o", "top-1"), (0.08, 2, "s", "top-5")):
+            points = [(i + offset, row[which]) for i, row in enumerate(rows) if row[which] is not None]
+            if points:
+                xs = [x for x, _ in points]
+                means = [value[0] for _, value in points]
+                stds = [0.0 if math.isnan(value[1]) else value[1] for _, value in points]
+                axis.errorbar(xs, means, yerr=stds, fmt=marker, capsize=4, markersize=5, label=f"{name} error")
+        axis.set_xticks(range(len(rows)))
+        axis.set_xticklabels([row[0] for row in rows], fontsize=8)
+        axis.set_ylabel("validation error (%)", fontsize=8)
+        axis.set_title(study, fontsize=9)
+        axis.tick_params(labelsize=7)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    return path

@@ -9,19 +9,19 @@ network's excitations on the validation images are averaged per class and block 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from senet.engine.train import METRICS_FILE, prepare_config, train
+from senet.engine.pool import threads_per_job, train_one, worker_pool
+from senet.engine.train import METRICS_FILE, prepare_config
 from senet.errors import ConfigError
 
 MODELS = ("se_resnet20", "resnet20")
@@ -37,15 +37,6 @@ class DemoRun:
     @property
     def images_per_s(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
-
-
-def _train_one(config: dict[str, Any], output: str, threads: int) -> dict[str, Any]:
-    """Train one demo network (in a worker process or in this one) and return its summary."""
-    from senet.engine.config import RunConfig
-
-    torch.set_num_threads(threads)
-    result = train(RunConfig.from_dict(config), output, quiet=True)
-    return {"history": result.history, "train_seconds": result.train_seconds, "train_images": result.train_images}
 
 
 def run_demo(
@@ -75,7 +66,7 @@ def run_demo(
     digits = open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
     cores = os.cpu_count() or 1
     jobs = jobs or (2 if cores >= 2 else 1)
-    threads = max(1, cores // jobs)
+    threads = threads_per_job(jobs)
     overrides: dict[str, Any] = {"train.seed": seed}
     if epochs is not None:
         overrides["schedule.epochs"] = epochs
@@ -93,16 +84,15 @@ def run_demo(
     start = time.perf_counter()
     summaries: dict[str, dict[str, Any]] = {}
     if jobs >= 2:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=len(MODELS), mp_context=context) as pool:
+        with worker_pool(len(MODELS)) as pool:
             futures = {
-                name: pool.submit(_train_one, configs[name].to_dict(), str(output / name), threads) for name in MODELS
+                name: pool.submit(train_one, configs[name].to_dict(), str(output / name), threads) for name in MODELS
             }
             _follow(futures, output, total_epochs, log)
             summaries = {name: future.result() for name, future in futures.items()}
     else:
         for name in MODELS:
-            summaries[name] = _train_one(configs[name].to_dict(), str(output / name), threads)
+            summaries[name] = train_one(configs[name].to_dict(), str(output / name), threads)
             _report_epochs(name, summaries[name]["history"], 0, total_epochs, log)
     wall = time.perf_counter() - start
     runs = {name: DemoRun(name, **summary) for name, summary in summaries.items()}

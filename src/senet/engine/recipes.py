@@ -6,6 +6,7 @@ result as `config.yaml` in its output folder.
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,24 @@ def load_recipe(name: str) -> dict[str, Any]:
     return data
 
 
-def resolve_config(recipe: str, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """RunConfig of `recipe` with dotted-key `overrides` applied ({"optim.lr": 0.1, ...})."""
+def resolve_config(
+    recipe: str, overrides: dict[str, Any] | None = None, *, notes: list[str] | None = None
+) -> RunConfig:
+    """RunConfig of `recipe` with dotted-key `overrides` applied ({"optim.lr": 0.1, ...}).
+
+    An overridden `schedule.epochs` stretches the recipe's schedule with it (`fit_to_epochs`: milestones
+    scale, the warm-up is capped) unless the overrides set those too; the line saying so goes to `notes`.
+    """
+    from senet.engine.schedule import fit_to_epochs
+
+    overrides = overrides or {}
     data = {"recipe": Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe, **load_recipe(recipe)}
-    return RunConfig.from_dict(apply_overrides(data, overrides or {}))
+    config = RunConfig.from_dict(apply_overrides(data, overrides))
+    if "schedule.epochs" in overrides:
+        recipe_schedule = RunConfig.from_dict(apply_overrides(data, {k: v for k, v in overrides.items() if k != "schedule.epochs"})).schedule
+        user_set = {key.split(".", 1)[1] for key in overrides if key.startswith("schedule.")}
+        schedule, note = fit_to_epochs(recipe_schedule, config.schedule.epochs, user_set=user_set)
+        config = dataclasses.replace(config, schedule=schedule)
+        if note and notes is not None:
+            notes.append(note)
+    return config

@@ -6,10 +6,15 @@ a stateful scheduler object: a resumed run recomputes exactly the rate an uninte
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from senet.engine.config import ScheduleConfig
+
+# A warm-up that a shorter run keeps at most: this share of the run's epochs.
+WARMUP_CAP = 0.1
 
 
 def lr_factor(config: ScheduleConfig, progress: float, plateau_factor: float = 1.0) -> float:
@@ -35,6 +40,44 @@ def lr_factor(config: ScheduleConfig, progress: float, plateau_factor: float = 1
     if progress < config.warmup_epochs:
         decay *= config.warmup_start + (1.0 - config.warmup_start) * progress / config.warmup_epochs
     return decay
+
+
+def fit_to_epochs(
+    recipe: ScheduleConfig, epochs: int, *, user_set: Collection[str] = ()
+) -> tuple[ScheduleConfig, str | None]:
+    """The recipe's schedule stretched to `epochs` (and a line saying what changed, or None).
+
+    A recipe's step milestones are for its own length (paper-cifar: 82, 123 of 164 epochs); for another
+    `--epochs` they scale with it, rounded half up (82 x 15/164 = 7.5 -> 8, 123 x 15/164 = 11.25 -> 11),
+    and so does `step_every` (30 of 100 -> 3 of 10). The warm-up keeps its length in epochs but at most
+    `WARMUP_CAP` of the run. Settings named in `user_set` (ScheduleConfig field names) are left as given.
+    """
+    if epochs == recipe.epochs:
+        return dataclasses.replace(recipe, epochs=epochs), None
+
+    def scaled(value: float) -> int:
+        return max(1, math.floor(value * epochs / recipe.epochs + 0.5))
+
+    changes: dict[str, object] = {"epochs": epochs}
+    said = []
+    if recipe.name == "step" and recipe.milestones is not None and "milestones" not in user_set:
+        changes["milestones"] = tuple(scaled(m) for m in recipe.milestones)
+        said.append(f"step milestones {_listed(recipe.milestones)} -> {_listed(changes['milestones'])}")
+    elif recipe.name == "step" and recipe.milestones is None and "step_every" not in user_set and "milestones" not in user_set:
+        changes["step_every"] = scaled(recipe.step_every)
+        said.append(f"a step every {recipe.step_every} -> {changes['step_every']} epochs")
+    cap = WARMUP_CAP * epochs
+    if recipe.warmup_epochs > cap and "warmup_epochs" not in user_set:
+        changes["warmup_epochs"] = cap
+        said.append(f"warm-up {recipe.warmup_epochs:g} -> {cap:g} epochs (at most {WARMUP_CAP:.0%} of the run)")
+    note = None
+    if said:
+        note = f"schedule fitted to {epochs} epochs (the recipe's is {recipe.epochs}): " + "; ".join(said)
+    return dataclasses.replace(recipe, **changes), note  # type: ignore[arg-type]
+
+
+def _listed(values: tuple[int, ...]) -> str:
+    return "/".join(str(v) for v in values)
 
 
 @dataclass

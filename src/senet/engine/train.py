@@ -118,10 +118,11 @@ class TrainResult:
 
 
 def prepare_config(
-    recipe: str | None, overrides: dict[str, Any], resume: str | Path | None = None
+    recipe: str | None, overrides: dict[str, Any], resume: str | Path | None = None, *, notes: list[str] | None = None
 ) -> tuple[RunConfig, list[str]]:
     """The run's config and a list of changes: the recipe with `overrides`, or for `resume` the run's saved
-    config.yaml with `overrides` on top (torchrun restarts repeat the same flags, which change nothing)."""
+    config.yaml with `overrides` on top (torchrun restarts repeat the same flags, which change nothing).
+    A new run's schedule follows an overridden epoch count; the line saying how goes to `notes`."""
     saved = Path(resume) / CONFIG_FILE if resume is not None else None
     if saved is not None and saved.is_file():
         base = RunConfig.from_dict(yaml.safe_load(saved.read_text()))
@@ -129,7 +130,7 @@ def prepare_config(
         before, after = _flatten(base.to_dict()), _flatten(config.to_dict())
         changes = [f"{key}: {before.get(key)} -> {after.get(key)}" for key in after if before.get(key) != after.get(key)]
         return config, changes
-    return resolve_config(recipe or "paper-imagenet", overrides), []
+    return resolve_config(recipe or "paper-imagenet", overrides, notes=notes), []
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -68,11 +68,12 @@ def se_hidden_channels(
     """Width C/r of the excitation bottleneck (Sec. 3.2).
 
     `divisor=1` gives the paper's and the official release's floor(C / r); a larger divisor rounds as
-    MobileNetV3 and timm do. The result is never below `min_channels`.
+    MobileNetV3 and timm do. The result is never below `min_channels`; without such a floor (1, the
+    default) a reduction above C is an error rather than a 1-unit bottleneck.
     """
     if not reduction >= 1:
         raise ConfigError(f"reduction must be >= 1, got {reduction}; the paper uses r = 16")
-    if reduction > channels:
+    if reduction > channels and min_channels <= 1 and divisor <= 1:
         raise ConfigError(
             f"reduction {reduction} is larger than the {channels} channels it reduces, leaving an empty "
             f"bottleneck; use reduction <= {channels}"
