@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from senet.analysis.benchmark import BenchConfig, cpu_peak_bytes, markdown_table, run_bench
+from senet.bench import BenchConfig, cpu_peak_bytes, markdown_table, run_bench
 from senet.cli import main
 from senet.errors import ConfigError
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import senet
 from senet.layers import SEConfig, SqueezeExcitation, fast_se, fast_se_enabled, scale_add_act
-from senet.analysis.benchmark import saved_storages
+from senet.bench import saved_storages
 from senet.layers.fused import _ScaleAddReLU
 from senet.models.resnet import BasicBlock, Bottleneck
 

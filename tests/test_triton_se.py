@@ -124,7 +124,7 @@ def test_kernel_path_keeps_no_extra_activation(dtype, downsample, monkeypatch):
     calls = []
     merge_backward = triton_se.merge_backward
     monkeypatch.setattr(triton_se, "merge_backward", lambda *a, **k: calls.append(k["affine"]) or merge_backward(*a, **k))
-    from senet.analysis.benchmark import saved_storages
+    from senet.bench import saved_storages
     from senet.layers import SEConfig
     from senet.models.resnet import Bottleneck
 

@@ -319,7 +319,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from senet.analysis.benchmark import BenchConfig, format_result, run_bench
+    from senet.bench import BenchConfig, format_result, run_bench
     from senet.models import is_se_model, plain_twin
 
     baseline = args.baseline
