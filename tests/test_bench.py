@@ -1,4 +1,4 @@
-"""`senet bench` and senet.analysis.benchmark: what is measured and reported (never how fast)."""
+"""`senet bench` and senet.bench: what is measured and reported (never how fast)."""
 
 from __future__ import annotations
 

@@ -303,13 +303,14 @@ class Subject:
 
 def saved_storages(fn: Callable[[], object]) -> dict[int, int]:
     """{storage address: bytes} of every tensor autograd saves for the backward pass while `fn` runs
-    (`torch.autograd.graph.saved_tensors_hooks`); what `fn` returns is dropped before this returns."""
+    (`torch.autograd.graph.saved_tensors_hooks`). The graph stays usable for a backward pass.
+    """
     storages: dict[int, int] = {}
 
     def pack(tensor: Tensor) -> Tensor:
         storage = tensor.untyped_storage()
         storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
+        return tensor.detach()  # (the tensor itself would tie a saved output to its own node: a cycle)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         fn()

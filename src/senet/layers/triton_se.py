@@ -9,12 +9,13 @@ its backward are generic (strided, not vectorised) and each makes a full pass ov
 - `merge_backward`: from dL/dout, the output and x in one pass: the gradient g behind the ReLU
   (dL/dskip), optionally dL/dx = g * s, and dL/ds = sum over space of g * x, reduced per (n, c) in float32
   without atomics (one program owns a block of channels of one sample). x need not be kept: it is rebuilt
-  in registers from the BN that produced it (x = c * alpha + beta per channel, from the BN's own saved
-  input c), or recomputed from the output and the shortcut.
+  in registers from the BN input c (AFFINE: x = c * alpha + beta per channel; then dL/dc = g * s * alpha
+  and the per-(n, c) sums of g * c and of g come out too, for the gradients of alpha and beta), or
+  recomputed from the output and the shortcut.
 
 Both read (N, C, *spatial) tensors in either memory format (NCHW-contiguous or channels_last), all
-operands in the same one. `supported` says when the kernels apply; the callers (`senet.layers.fused`)
-fall back to PyTorch operations otherwise, and always on CPU. Setting ``SENET_TRITON=0`` switches them off.
+operands in the same one. `supported` says when the kernels apply; the caller (the `senet::se_merge` op of
+`senet.layers.merge`, in AFFINE mode) falls back to PyTorch operations otherwise, and always on CPU. Setting ``SENET_TRITON=0`` switches them off.
 """
 
 from __future__ import annotations
