@@ -92,7 +92,8 @@ def moments(c: Tensor) -> tuple[Tensor, Tensor]:
     (its channels are our (n, c) pairs; several times faster on the CPU than `torch.var_mean` over space).
     """
     n, channels = c.shape[:2]
-    if c.dtype in (torch.float32, torch.float64) and c.is_contiguous() and c.dim() > 2:
+    fast = c.device.type == "cpu" and not torch.compiler.is_compiling()  # (no meta kernel: not for tracers)
+    if fast and c.dtype in (torch.float32, torch.float64) and c.is_contiguous() and c.dim() > 2:
         mean, var = torch.batch_norm_update_stats(c.view(1, n * channels, -1), None, None, 0.0)
         return var.view(n, channels), mean.view(n, channels)
     return torch.var_mean(c.to(torch.promote_types(c.dtype, torch.float32)), dim=_space(c), correction=0)
@@ -170,7 +171,7 @@ def batch_norm_affine(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple
 def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
     """Autocast switched off for t's device where it is on (else a no-op)."""
     device = t.device.type
-    if torch.is_autocast_enabled(device):
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
         return torch.autocast(device, enabled=False)
     return contextlib.nullcontext()
 
