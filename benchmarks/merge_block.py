@@ -7,7 +7,7 @@ touch and which make its cost hard to see in the noise. Here the subjects are th
 - plain:           relu(bn(c) + shortcut)                                   (ResNet)
 - SE fast:         relu(bn(c) * s + shortcut), senet's path: the fused merge and its kernels in eager
                    mode; under torch.compile the BN folded into the merge (`folded_batch_norm`)
-- SE formula:      the same formula written plainly (`fast_se(False)`): x.mean, the FCs, x * s, +, ReLU
+- SE formula:      the same formula written plainly (`set_se_impl(unit, "naive")`): x.mean, the FCs, x * s, +, ReLU
 
 Each is timed eagerly and compiled, alternately in one process, on the conv2_x output shape of
 ResNet-50 (256 channels, 56x56); reported: the median step and SE's extra time over plain.
@@ -26,7 +26,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-from senet.layers import SEConfig, SEResidualUnit, fast_se
+from senet.layers import SEConfig, SEResidualUnit, set_se_impl
 
 
 class UnitTail(SEResidualUnit):
@@ -70,12 +70,13 @@ def main() -> None:
 
     def subject(se: bool, fast: bool, compiled: bool):
         unit = UnitTail(args.channels, SEConfig() if se else None).to(args.device).to(memory_format=fmt)
+        set_se_impl(unit, "fused" if fast else "naive")
         run = torch.compile(unit) if compiled else unit
         grad = torch.randn(shape, device=args.device, dtype=c0.dtype).contiguous(memory_format=fmt)
 
         def step() -> None:
             c, shortcut = c0.clone().requires_grad_(), shortcut0.clone().requires_grad_()
-            with fast_se(fast), amp:
+            with amp:
                 out = run(c, shortcut)
             out.backward(grad)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from senet.analysis.benchmark import BenchConfig, _Subject
+from senet.bench import BenchConfig, Subject
 
 # Kernel-name fragments (lower case) -> class, first match wins.
 CLASSES = (
@@ -44,7 +44,7 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
-def host_ms(subject: _Subject, steps: int, device: str) -> tuple[float, float]:
+def host_ms(subject: Subject, steps: int, device: str) -> tuple[float, float]:
     """(ms the host takes to issue one step, ms the step takes to finish), medians, outside the profiler.
     Where the two are close, the step is bound by the host (Python, launches), not by the device."""
     issue, total = [], []
@@ -61,7 +61,7 @@ def host_ms(subject: _Subject, steps: int, device: str) -> tuple[float, float]:
     return sorted(issue)[steps // 2], sorted(total)[steps // 2]
 
 
-def profile_subject(subject: _Subject, steps: int, device: str) -> tuple[dict[str, float], dict[str, int], float]:
+def profile_subject(subject: Subject, steps: int, device: str) -> tuple[dict[str, float], dict[str, int], float]:
     """(microseconds per step by kernel/operator name, calls per step, wall ms per step)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     results, hosts = {}, {}
     for label, name, impl in (("model", args.model, args.se_impl),
                               ("baseline", args.baseline, args.baseline_se_impl or args.se_impl)):
-        subject = _Subject(name, {}, impl, config)
+        subject = Subject(name, {}, impl, config)
         for _ in range(args.warmup):
             subject.step()
         hosts[label] = host_ms(subject, max(args.steps, 5), args.device)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from senet.analysis.benchmark import BenchConfig, BenchResult, format_result, markdown_table, run_bench
+from senet.bench import BenchConfig, BenchResult, format_result, markdown_table, run_bench
 
 PAIRS = (("se_resnet50", "resnet50"), ("se_resnext50_32x4d", "resnext50_32x4d"))
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,4 +1,4 @@
-"""`senet bench` and senet.analysis.benchmark: what is measured and reported (never how fast)."""
+"""`senet bench` and senet.bench: what is measured and reported (never how fast)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from senet.analysis.benchmark import BenchConfig, cpu_peak_bytes, markdown_table, run_bench
+from senet.bench import BenchConfig, cpu_peak_bytes, markdown_table, run_bench
 from senet.cli import main
 from senet.errors import ConfigError
 

@@ -66,7 +66,7 @@ def test_port_conv_linear_gmacs(name: str, layout: str) -> None:
 def _se_input_elements(name: str, layout: str) -> list[int]:
     """C*H*W of every SE block's input: the SE squeeze (one add) and scale (one multiply) per element."""
     with torch.device("meta"):
-        model = senet.create_model(name, layout=layout)
+        model = senet.create_model(name, layout=layout).set_se_impl("naive")  # the blocks called as modules
     sizes: list[int] = []
     for module in model.modules():
         if isinstance(module, senet.SqueezeExcitation):

@@ -1,4 +1,4 @@
-"""The fused SE merge (senet.layers.fused): same results as the straightforward formula, forward and
+"""The fused SE merge (senet.layers.merge): same results as the straightforward formula, forward and
 backward, in every integration position, memory format, dimensionality and squeeze; less memory kept;
 hooks and complexity counts unchanged; traceable by torch.compile without graph breaks."""
 
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import senet
-from senet.layers import SEConfig, SqueezeExcitation, fast_se, fast_se_enabled, scale_add_act
-from senet.analysis.benchmark import saved_storages
-from senet.layers.fused import _ScaleAddReLU
+from senet.bench import saved_storages
+from senet.layers import SEConfig, SqueezeExcitation, merge, se_impl, set_se_impl
+from senet.layers.merge import batch_norm_affine
 from senet.models.resnet import BasicBlock, Bottleneck
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
@@ -21,10 +21,9 @@ CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 def _run(module: nn.Module, inputs: list[torch.Tensor], fused: bool):
     """Output and gradients (inputs, then parameters) of module(*inputs) under one implementation."""
-    module = copy.deepcopy(module)
+    module = set_se_impl(copy.deepcopy(module), "fused" if fused else "naive")
     inputs = [t.detach().clone().requires_grad_() for t in inputs]
-    with fast_se(fused):
-        out = module(*inputs)
+    out = module(*inputs)
     weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)
     (out * weight).sum().backward()
     grads = [t.grad for t in inputs] + [p.grad for p in module.parameters()]
@@ -47,27 +46,34 @@ def assert_same(module: nn.Module, inputs: list[torch.Tensor], tol: float = 1e-1
 # --- the autograd function -------------------------------------------------------------------------
 
 
+def _op(c, alpha, beta, s, skip, relu):
+    return torch.ops.senet.se_merge(c * 1.0, alpha, beta, s, skip, relu)  # c * 1.0: not a leaf
+
+
 @pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("overwrite,recompute", [(False, False), (False, True), (True, True)])
-@pytest.mark.parametrize("shape,scale_shape", [((2, 3, 4), (2, 3, 1)), ((2, 3, 3, 2), (2, 3, 1, 1)), ((2, 2, 2, 2, 2), (2, 2, 1, 1, 1)), ((2, 3, 2, 2), (2, 3, 2, 2))])
-def test_gradcheck(relu, overwrite, recompute, shape, scale_shape):
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 4), (2, 3, 3, 2), (2, 2, 2, 2, 2), (3, 3, 2, 2)])
+def test_gradcheck(relu, affine, shape):
+    """The merge op act((c * alpha + beta) * s + skip), alpha and beta per channel (or none), s per (n, c)."""
+    c = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     skip = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    scale = torch.rand(scale_shape, dtype=torch.float64).add(0.05).requires_grad_()
-
-    def fused(x, scale, skip):
-        return _ScaleAddReLU.apply(x * 1.0, scale, skip, relu, overwrite, recompute)  # x * 1.0: not a leaf
-
-    assert torch.autograd.gradcheck(fused, (x, scale, skip))
-    reference = torch.relu(x * scale + skip) if relu else x * scale + skip
-    torch.testing.assert_close(fused(x, scale, skip), reference)
+    s = torch.rand(shape[:2], dtype=torch.float64).add(0.05).requires_grad_()
+    alpha = torch.rand(shape[1], dtype=torch.float64).add(0.5).requires_grad_() if affine else None
+    beta = torch.randn(shape[1], dtype=torch.float64, requires_grad=True) if affine else None
+    inputs = (c, alpha, beta, s, skip)
+    assert torch.autograd.gradcheck(lambda *t: _op(*t, relu), inputs)
+    view = shape[:2] + (1,) * (len(shape) - 2)
+    x = c if alpha is None else c * alpha.view(1, -1, *view[2:]) + beta.view(1, -1, *view[2:])
+    reference = x * s.view(view) + skip
+    torch.testing.assert_close(_op(*inputs, relu), torch.relu(reference) if relu else reference)
 
 
 def test_gradcheck_channels_last():
-    x = torch.randn(2, 3, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    c = torch.randn(2, 3, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
     skip = torch.randn(2, 3, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
-    scale = torch.rand(2, 3, 1, 1, dtype=torch.float64).add(0.05).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x, s, k: _ScaleAddReLU.apply(x * 1.0, s, k, True, True, True), (x, scale, skip))
+    s = torch.rand(2, 3, dtype=torch.float64).add(0.05).requires_grad_()
+    alpha, beta = torch.rand(3, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: _op(*t, True), (c, alpha, beta, s, skip))
 
 
 def test_underflowed_sigmoid_gives_finite_gradients():
@@ -76,9 +82,12 @@ def test_underflowed_sigmoid_gives_finite_gradients():
     x = torch.randn(1, 2, 3, 3, requires_grad=True)
     skip = torch.randn(1, 2, 3, 3).abs().requires_grad_()
     grads = {}
+    se = SqueezeExcitation(2, 1)
     for fused in (True, False):
-        with fast_se(fused):
-            out = scale_add_act(x.mul(1.0), torch.sigmoid(logits), skip, nn.ReLU(), inplace=True, recompute=True)
+        if fused:
+            out = _op(x, None, None, torch.sigmoid(logits).flatten(1), skip, True)
+        else:
+            out = torch.relu(x * torch.sigmoid(logits) + skip)
         grads[fused] = torch.autograd.grad(out.sum(), (logits, x, skip))
     for got, want in zip(grads[True], grads[False]):
         assert torch.isfinite(got).all()
@@ -108,7 +117,7 @@ def test_module_matches_formula(dims, squeeze, channels_last, act):
             self.se = se
 
         def forward(self, x, skip):
-            return self.se(x * 1.0, skip, activation, inplace=True)
+            return merge(x * 1.0, skip, se=self.se, act=activation)
 
     assert_same(Merge(), [x, skip])
 
@@ -157,7 +166,7 @@ def test_inference_matches_and_leaves_inputs_alone():
     copy_of_x = x.clone()
     with torch.inference_mode():
         fused = model(x)
-        with fast_se(False):
+        with se_impl(model, "naive"):
             naive = model(x)
     torch.testing.assert_close(fused, naive)
     assert torch.equal(x, copy_of_x)
@@ -167,29 +176,36 @@ def test_one_module_one_state_dict():
     """The fast path is an implementation detail: no new parameters, buffers or modules."""
     model = senet.create_model("se_resnet50")
     names = [n for n, _ in senet.create_model("se_resnet50").named_modules()]
-    with fast_se(False):
-        assert [n for n, _ in model.named_modules()] == names
+    model.set_se_impl("naive")
+    assert [n for n, _ in model.named_modules()] == names
     assert sum(p.numel() for p in model.parameters()) == 28_088_024
 
 
 def test_switch_restores_and_nests():
-    assert fast_se_enabled()
-    with fast_se(False):
-        assert not fast_se_enabled()
-        with fast_se(True):
-            assert fast_se_enabled()
-        assert not fast_se_enabled()
-    assert fast_se_enabled()
-    with pytest.raises(RuntimeError), fast_se(False):
+    """The implementation is per block, shown in its repr; `se_impl` restores each block's own setting."""
+    model = senet.create_model("se_resnet20")
+    blocks = [m for m in model.modules() if isinstance(m, SqueezeExcitation)]
+    assert all(b.impl == "fused" for b in blocks) and "impl=fused" in repr(blocks[0])
+    blocks[0].impl = "naive"
+    with se_impl(model, "naive"):
+        assert all(b.impl == "naive" for b in blocks) and "impl=naive" in repr(blocks[1])
+        with se_impl(model, "fused"):
+            assert all(b.impl == "fused" for b in blocks)
+        assert all(b.impl == "naive" for b in blocks)
+    assert [b.impl for b in blocks] == ["naive"] + ["fused"] * (len(blocks) - 1)
+    with pytest.raises(RuntimeError), se_impl(model, "naive"):
         raise RuntimeError
-    assert fast_se_enabled()
+    assert [b.impl for b in blocks] == ["naive"] + ["fused"] * (len(blocks) - 1)
+    with pytest.raises(senet.errors.ConfigError, match="se implementation"):
+        model.set_se_impl("fast")
 
 
 # --- in-place and memory ----------------------------------------------------------------------------
 
 
 def test_result_written_into_the_residual():
-    unit = Bottleneck(32, 8, se=SEConfig(reduction=4))
+    """A plain unit's sum is written into its last BN's output (nobody else keeps it)."""
+    unit = Bottleneck(32, 8)
     captured = {}
     unit.bn3.register_forward_hook(lambda m, i, o: captured.__setitem__("residual", o.data_ptr()))
     out = unit(torch.randn(2, 32, 5, 5))
@@ -200,9 +216,8 @@ def test_result_written_into_the_residual():
 def _saved_bytes(unit: nn.Module, x: torch.Tensor, fused: bool) -> int:
     """Bytes of distinct storages autograd keeps for one unit's backward, leaving out its parameters."""
     parameters = {p.untyped_storage().data_ptr() for p in unit.parameters()}
-    with fast_se(fused):
-        out = unit(x)
-    storages = saved_storages(out)
+    set_se_impl(unit, "fused" if fused else "naive")
+    storages = saved_storages(lambda: unit(x))
     return sum(size for ptr, size in storages.items() if ptr not in parameters)
 
 
@@ -223,8 +238,8 @@ def test_no_extra_full_size_activation_is_kept(downsample, dtype):
 
 
 def test_saved_tensor_hooks_are_respected():
-    """Under saved-tensor hooks (here: offloading to CPU memory) the fused path does not read other
-    nodes' saved tensors in the forward pass, and the gradients still equal the formula."""
+    """Under saved-tensor hooks (here: offloading to CPU memory) the fused path does not read saved
+    tensors in the forward pass, and the gradients still equal the formula."""
     projection = nn.Sequential(nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64))
     unit = Bottleneck(32, 16, downsample=projection, se=SEConfig()).double()
     x = torch.randn(2, 32, 6, 6, dtype=torch.float64)
@@ -247,7 +262,9 @@ def test_saved_tensor_hooks_are_respected():
 
 
 def test_hooks_fire_once_and_see_the_excitation():
-    model = senet.create_model("se_resnet18", num_classes=5)
+    """With the naive implementation (the one for hooks: the fused merge calls no part of the block as a
+    module) hooks on the block and its gate fire once, and the block's input is the BN output."""
+    model = senet.create_model("se_resnet18", num_classes=5).set_se_impl("naive")
     calls, gates, inputs = [], {}, {}
     for name, module in model.named_modules():
         if isinstance(module, SqueezeExcitation):
@@ -295,12 +312,12 @@ def test_no_graph_breaks_under_torch_compile():
 def test_fused_function_itself_traces_without_graph_breaks():
     import torch._dynamo
 
-    def merge(x, scale, skip):
-        return _ScaleAddReLU.apply(x * 1.0, scale, skip, True, True, True)
+    def merge_op(x, scale, skip):
+        return _op(x, torch.ones(4), torch.zeros(4), scale, skip, True)
 
-    args = (torch.randn(2, 4, 3, 3, requires_grad=True), torch.rand(2, 4, 1, 1, requires_grad=True), torch.randn(2, 4, 3, 3))
+    args = (torch.randn(2, 4, 3, 3, requires_grad=True), torch.rand(2, 4, requires_grad=True), torch.randn(2, 4, 3, 3))
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(merge)(*args)
+    explanation = torch._dynamo.explain(merge_op)(*args)
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
@@ -320,7 +337,7 @@ def _bn(kind: str) -> nn.BatchNorm2d:
 
 @pytest.mark.parametrize("kind", ["train", "eval", "cumulative", "no_running_stats", "no_affine"])
 def test_merge_with_the_bn_folded_in_matches_the_formula(kind):
-    """se.merge_folded(c, bn, skip) (what torch.compile sees) = relu(se(bn(c)) + skip): outputs, every
+    """merge(c, skip, se=se, norm=bn) (the BN folded in) = relu(se(bn(c)) + skip): outputs, every
     gradient, the BN's running statistics and batch count, over two steps."""
     torch.manual_seed(0)
     se, bn = SqueezeExcitation(16, 4).double(), _bn(kind)
@@ -332,8 +349,7 @@ def test_merge_with_the_bn_folded_in_matches_the_formula(kind):
         outs = []
         for step in range(2):
             c_, skip_ = (c + step).requires_grad_(), skip.clone().requires_grad_()
-            with fast_se(False):
-                out = se_.merge_folded(c_, bn_, skip_, nn.ReLU()) if folded else se_(bn_(c_), skip_, nn.ReLU())
+            out = merge(c_, skip_, se=se_, norm=bn_, act=nn.ReLU()) if folded else torch.relu(se_(bn_(c_)) + skip_)
             weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
             (out * weight).sum().backward()
             outs += [out.detach(), c_.grad, skip_.grad]
@@ -356,8 +372,7 @@ def test_merge_with_the_bn_folded_in_for_signals_and_volumes(dims):
     for folded in (True, False):
         se_, bn_ = copy.deepcopy(se), copy.deepcopy(bn)
         c_ = c.clone().requires_grad_()
-        with fast_se(False):
-            out = se_.merge_folded(c_, bn_, skip, nn.ReLU()) if folded else se_(bn_(c_), skip, nn.ReLU())
+        out = merge(c_, skip, se=se_, norm=bn_, act=nn.ReLU()) if folded else torch.relu(se_(bn_(c_)) + skip)
         out.square().sum().backward()
         results[folded] = [out.detach(), c_.grad, bn_.running_var, *(p.grad for p in se_.parameters())]
     for got, want in zip(results[True], results[False]):
@@ -374,9 +389,9 @@ def test_merge_with_the_bn_folded_in_under_autocast():
     results = {}
     for folded in (True, False):
         se_, bn_ = copy.deepcopy(se), copy.deepcopy(bn)
-        with torch.autocast("cpu", dtype=torch.bfloat16), fast_se(False):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
             c_, skip_ = c.to(torch.bfloat16), skip.to(torch.bfloat16)
-            results[folded] = (se_.merge_folded(c_, bn_, skip_, nn.ReLU()) if folded else se_(bn_(c_), skip_, nn.ReLU()), bn_)
+            results[folded] = (merge(c_, skip_, se=se_, norm=bn_, act=nn.ReLU()) if folded else torch.relu(se_(bn_(c_)) + skip_), bn_)
     (out, bn_folded), (want, bn_formula) = results[True], results[False]
     assert out.dtype == want.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), want.float(), atol=3e-2, rtol=3e-2)
@@ -404,9 +419,8 @@ def test_compile_folds_the_last_bn_into_the_merge():
     unit = Bottleneck(32, 8, se=SEConfig(reduction=4))
     assert _batch_norm_calls(unit, x) == 2  # bn3 folded into the SE merge
     unit.bn3.register_forward_hook(lambda *args: None)
-    assert _batch_norm_calls(unit, x) == 3  # a hooked BN is called as itself
-    with fast_se(False):
-        assert _batch_norm_calls(Bottleneck(32, 8, se=SEConfig(reduction=4)), x) == 3
+    assert _batch_norm_calls(set_se_impl(unit, "naive"), x) == 3  # (for hooks:) BN called as itself
+    assert _batch_norm_calls(set_se_impl(Bottleneck(32, 8, se=SEConfig(reduction=4)), "naive"), x) == 3
 
 
 @pytest.mark.parametrize("downsample", [False, True])
@@ -454,8 +468,7 @@ def test_squeeze_is_the_mean(channels_last):
     results = {}
     for fused in (True, False):
         leaf = x.clone().requires_grad_()
-        with fast_se(fused):
-            pooled = pool(leaf)
+        pooled = pool(leaf) if fused else leaf.mean((2, 3), keepdim=True)
         pooled.backward(torch.arange(24.0).view(3, 8, 1, 1))
         results[fused] = (pooled, leaf.grad)
     assert torch.equal(results[True][0], x.mean((2, 3), keepdim=True))
@@ -487,20 +500,19 @@ def test_cuda_matches_formula(channels_last, monkeypatch):
     torch.testing.assert_close(out_fused.float(), out_naive.float(), atol=5e-2, rtol=5e-2)
 
 
-def test_bn_recipe_rebuilds_the_bn_output():
-    """x = c * alpha + beta from what a training-mode BN keeps; nothing for other producers or eval mode."""
-    from senet.layers.fused import bn_recipe
-
-    bn = nn.BatchNorm2d(6).double()
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_affine_rebuilds_the_bn_output(training):
+    """x = c * alpha + beta per channel from the per-(n, c) moments of c (training) or the running
+    statistics (eval), and mean is the squeeze of c: what the fused merge folds in."""
+    bn = nn.BatchNorm2d(6).double().train(training)
     nn.init.uniform_(bn.weight, 0.5, 2.0)
     nn.init.uniform_(bn.bias, -1.0, 1.0)
+    bn.running_mean.uniform_(-1, 1)
     c = torch.randn(3, 6, 5, 4, dtype=torch.float64, requires_grad=True) * 3 + 1
+    alpha, beta, mean = batch_norm_affine(c, copy.deepcopy(bn))
     x = bn(c)
-    rebuilt_c, alpha, beta = bn_recipe(x)
-    assert rebuilt_c.data_ptr() == c.data_ptr()  # the BN's own saved input: no copy
-    torch.testing.assert_close(rebuilt_c * alpha + beta, x, atol=1e-12, rtol=1e-12)
-    assert bn_recipe(torch.relu(x)) is None
-    assert bn_recipe(bn.eval()(c)) is None
+    torch.testing.assert_close(c * alpha.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1), x, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(mean, c.mean((2, 3)), atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 7), (3, 5, 4, 6), (2, 4, 3, 2, 5)])
@@ -509,7 +521,7 @@ def test_bn_recipe_rebuilds_the_bn_output():
 def test_spatial_sums(shape, dtype, channels_last):
     """The per-(n, c) sums of grad * other and of grad (one BatchNorm-backward pass on contiguous CPU
     tensors, a product and two sums otherwise) equal the direct sums."""
-    from senet.layers.fused import spatial_sums
+    from senet.layers.merge import spatial_sums
 
     grad, other = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype) + 1
     if channels_last and len(shape) > 3:
@@ -524,33 +536,11 @@ def test_spatial_sums(shape, dtype, channels_last):
     torch.testing.assert_close(full, grad * other)
 
 
-def test_bn_recipe_is_checked_before_it_is_trusted(monkeypatch):
-    """The reading of a BN node's saved tensors is checked once per node type and device; a reading that
-    does not rebuild x is refused, and the unit then keeps x and still matches the formula."""
-    from senet.layers import fused
-
-    monkeypatch.setattr(fused, "_recipe_checked", {})
-    bn = nn.BatchNorm2d(4)
-    x = bn(torch.randn(2, 4, 3, 3, requires_grad=True))
-    c, alpha, beta = fused.bn_recipe(x)
-    assert not fused._recipe_holds("SomeBatchNormBackward", x, c, alpha * 2, beta)
-    assert fused._recipe_checked == {("NativeBatchNormBackward0", "cpu"): True, ("SomeBatchNormBackward", "cpu"): False}
-
-    monkeypatch.setitem(fused._recipe_checked, ("NativeBatchNormBackward0", "cpu"), False)
-    assert fused.bn_recipe(x) is None
-    unit = Bottleneck(32, 8, se=SEConfig(reduction=4)).double()
-    inputs = [torch.randn(2, 32, 5, 5, dtype=torch.float64)]
-    (out_f, grads_f, _), (out_n, grads_n, _) = _run(unit, inputs, True), _run(unit, inputs, False)
-    torch.testing.assert_close(out_f, out_n)
-    for got, want in zip(grads_f, grads_n):
-        torch.testing.assert_close(got, want)
-
-
 @pytest.mark.parametrize("part", ["squeeze", "fc1", "bn", "act", "fc2", "gate"])
 def test_a_hook_on_any_part_fires(part):
-    """Every part of the block is called as a module once any of them is hooked (the fast excitation,
-    which bypasses the modules, is only taken for an unhooked block)."""
-    unit = Bottleneck(32, 8, se=SEConfig(reduction=4))
+    """Under the naive implementation every part of the block is called as a module, so a hook on any of
+    them fires (the fused merge calls none of them: hooks are what `set_se_impl(model, "naive")` is for)."""
+    unit = set_se_impl(Bottleneck(32, 8, se=SEConfig(reduction=4)), "naive")
     calls = []
     getattr(unit.se, part).register_forward_hook(lambda m, i, o: calls.append(o.shape))
     unit(torch.randn(2, 32, 5, 5)).sum().backward()

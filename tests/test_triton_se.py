@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import senet
-from senet.layers import fast_se
+from senet.layers import set_se_impl
 from senet.layers import triton_se
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -123,8 +123,8 @@ def test_kernel_path_keeps_no_extra_activation(dtype, downsample, monkeypatch):
     rebuilt from its BN), in float32 and bfloat16, and is as close to float64 as the formula is."""
     calls = []
     merge_backward = triton_se.merge_backward
-    monkeypatch.setattr(triton_se, "merge_backward", lambda *a, **k: calls.append(k["affine"]) or merge_backward(*a, **k))
-    from senet.analysis.benchmark import saved_storages
+    monkeypatch.setattr(triton_se, "merge_backward", lambda *a, **k: calls.append(k.get("affine")) or merge_backward(*a, **k))
+    from senet.bench import saved_storages
     from senet.layers import SEConfig
     from senet.models.resnet import Bottleneck
 
@@ -135,9 +135,11 @@ def test_kernel_path_keeps_no_extra_activation(dtype, downsample, monkeypatch):
 
     def kept(unit):
         parameters = {p.untyped_storage().data_ptr() for p in unit.parameters()}
-        out = unit(x)
+        outputs = []
+        storages = saved_storages(lambda: outputs.append(unit(x)))
+        out = outputs[0]
         assert triton_se.supported(out)
-        return sum(size for ptr, size in saved_storages(out).items() if ptr not in parameters), out
+        return sum(size for ptr, size in storages.items() if ptr not in parameters), out
 
     def build(se):
         unit = Bottleneck(64, 16, downsample=copy.deepcopy(projection) if downsample else None, se=se)
@@ -155,9 +157,9 @@ def test_kernel_path_keeps_no_extra_activation(dtype, downsample, monkeypatch):
     def run(net, inputs):
         net, inputs = copy.deepcopy(net), inputs.detach().clone().requires_grad_()
         net.zero_grad(set_to_none=True)
-        with fast_se(False):
-            result = net(inputs)
-            (result.double() * weight).sum().backward()
+        set_se_impl(net, "naive")
+        result = net(inputs)
+        (result.double() * weight).sum().backward()
         return flat(net, result, inputs)
 
     (out.double() * weight).sum().backward()  # the fused output, already computed through the kernels
@@ -186,10 +188,9 @@ def test_se_resnet_step_matches_formula(channels_last):
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
 
     def step(net, inputs, fused):
-        net = copy.deepcopy(net)
-        with fast_se(fused):
-            out = net(inputs)
-            out.square().mean().backward()
+        net = set_se_impl(copy.deepcopy(net), "fused" if fused else "naive")
+        out = net(inputs)
+        out.square().mean().backward()
         return torch.cat([out.detach().flatten().double()] + [p.grad.flatten().double() for p in net.parameters()])
 
     reference = step(model.double(), x.double(), False)

@@ -485,7 +485,7 @@ def bench_amp(amp: str | None) -> bool:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from senet.analysis.benchmark import BenchConfig, format_result, run_bench
+    from senet.bench import BenchConfig, format_result, run_bench
     from senet.models import is_se_model, plain_twin
 
     baseline = args.baseline
@@ -577,7 +577,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int:
     """`senet bench --runtime onnxruntime`: the exported models in onnxruntime against eager PyTorch."""
-    from senet.analysis.benchmark import SHARED_KWARGS
+    from senet.bench import SHARED_KWARGS
     from senet.interop.export import onnxruntime_bench
 
     unsupported = [flag for flag, on in (("--mode train", args.mode == "train"), ("--compile", args.compile),
@@ -700,7 +700,8 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from senet import __version__
-    from senet.analysis.benchmark import DEVICES, MODES, SE_IMPLS
+    from senet.bench import DEVICES, MODES
+    from senet.layers import SE_IMPLS
 
     parser = Parser(prog="senet", description="Squeeze-and-Excitation Networks for PyTorch")
     parser.add_argument("--version", action="version", version=f"senet {__version__}")

@@ -33,6 +33,7 @@ def test_per_class_means_equal_the_excitations_computed_directly():
 
         return hook
 
+    model.set_se_impl("naive")  # hooks on the blocks: the blocks called as modules
     hooks = [block.register_forward_hook(keep(name)) for name, block in blocks.items()]
     with torch.no_grad():
         model(images)

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from senet.errors import ConfigError
-from senet.layers import SqueezeExcitation
+from senet.layers import SqueezeExcitation, se_impl
+from senet.layers.nd import BATCHNORMS
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -169,13 +169,13 @@ def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) 
 
     # On the meta device only shapes exist; BatchNorm (shape-preserving, not counted) would otherwise go
     # through a slow decomposition, so it is skipped there.
-    skipped_norms = [m for m in model.modules() if isinstance(m, _NORMS)] if device.type == "meta" else []
+    skipped_norms = [m for m in model.modules() if isinstance(m, BATCHNORMS)] if device.type == "meta" else []
     for norm in skipped_norms:
         norm.forward = _identity  # type: ignore[method-assign]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), se_impl(model, "naive"):  # every SE block called as a module, so its hook fires
             model(torch.zeros((1,) + size, device=device, dtype=dtype))
     finally:
         for handle in handles:

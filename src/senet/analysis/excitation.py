@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from senet.layers import SqueezeExcitation
+from senet.layers import SqueezeExcitation, se_impl
 
 
 def paper_block_name(module_path: str) -> str:
@@ -91,7 +91,8 @@ def collect_excitations(
             if max_images is not None:
                 images, labels = images[: max_images - seen], labels[: max_images - seen]
             captured.clear()
-            model(images)
+            with se_impl(model, "naive"):  # the gates called as modules on (N, C, 1, 1), so the hooks fire
+                model(images)
             labels_cpu = labels.cpu()
             for name, values in captured.items():
                 if name not in sums:

@@ -2,7 +2,7 @@
 
 - ONNX: `torch.onnx.export` (the torch.export-based exporter, which needs onnxscript), batch dimension
   dynamic unless `static_batch`. The SE block exports as its plain formula, x * sigmoid(W2 relu(W1 mean(x)))
-  (Sec. 3): the fast path of `senet.layers.fused` steps aside whenever an exporter traces, so the graph
+  (Sec. 3): the fast path of `senet.layers.merge` steps aside whenever an exporter traces, so the graph
   holds standard ONNX operators only (checked), and onnxruntime runs it; the largest difference from
   eager is reported.
 - TorchScript: `torch.jit.script`; where scripting a model fails, `torch.jit.trace` (said so).
@@ -347,8 +347,8 @@ def onnxruntime_bench(
     require("onnx", "onnxscript", "onnxruntime")
     import onnxruntime
 
-    from senet.analysis.benchmark import BenchConfig
-    from senet.analysis.benchmark import environment as bench_environment
+    from senet.bench import BenchConfig
+    from senet.bench import environment as bench_environment
     from senet.models import create_model
 
     if repeats < 1 or warmup < 0 or batch < 1:

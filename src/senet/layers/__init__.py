@@ -1,7 +1,8 @@
-"""Building blocks: the SE block family, gates, squeeze ops."""
+"""Building blocks: the SE block family, gates, squeeze ops, the residual merge."""
 
 from senet.layers.activations import ACTIVATIONS, GATES, get_act, get_gate
-from senet.layers.fused import fast_se, fast_se_enabled, scale_add_act, set_fast_se
+from senet.layers.merge import SE_IMPLS, merge, se_impl, set_se_impl
+from senet.layers.nd import BATCHNORM, CONV, MAXPOOL
 from senet.layers.squeeze_excite import (
     SE_POSITIONS,
     SQUEEZES,
@@ -16,7 +17,11 @@ from senet.layers.squeeze_excite import (
 
 __all__ = [
     "ACTIVATIONS",
+    "BATCHNORM",
+    "CONV",
     "GATES",
+    "MAXPOOL",
+    "SE_IMPLS",
     "SE_POSITIONS",
     "SQUEEZES",
     "GlobalPool",
@@ -24,12 +29,11 @@ __all__ = [
     "SEResidualUnit",
     "ShapeError",
     "SqueezeExcitation",
-    "fast_se",
-    "fast_se_enabled",
     "get_act",
     "get_gate",
     "make_divisible",
-    "scale_add_act",
+    "merge",
     "se_hidden_channels",
-    "set_fast_se",
+    "se_impl",
+    "set_se_impl",
 ]

@@ -6,47 +6,22 @@ the paper (`reduction`, `squeeze`, `gate`), never subclasses.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
-from senet.layers.fused import (
-    MergeLink,
-    _straightforward,
-    fusable_relu,
-    folded_batch_norm,
-    folds_batch_norm,
-    hooked,
-    scale_add_act,
-    squeeze_avg,
-)
+from senet.layers.merge import SE_IMPLS, merge
+from senet.layers.nd import BATCHNORM, CONV, check_dims
 
 SQUEEZES = ("avg", "max", "none")
 GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
 SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-
-
-def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
-    """Autocast switched off for t's device where it is on (else a no-op)."""
-    device = t.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.autocast(device, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _global_forward_hooks() -> bool:
-    """Whether forward hooks are registered for every module (nn.modules.module.register_module_forward_hook)."""
-    return bool(getattr(nn.modules.module, "_global_forward_hooks", None))
 
 
 class ShapeError(SenetError):
@@ -94,11 +69,9 @@ class GlobalPool(nn.Module):
         dims = tuple(range(2, x.dim()))
         if self.mode == "max":
             return x.amax(dims, keepdim=True)
-        if _straightforward():  # the switch is off, or a compiler or exporter is looking
-            return x.mean(dims, keepdim=True)
-        # Fast path: the same mean, but its backward hands x a broadcast view of the gradient instead of
-        # writing a full-size copy of it divided by H*W.
-        return squeeze_avg(x)
+        # The mean as a sum divided by H*W (the same values): the backward of a sum hands x a broadcast
+        # view of the gradient, where that of a mean writes a full-size copy of it divided by H*W.
+        return x.sum(dims, keepdim=True) / math.prod(x.shape[2:])
 
     def extra_repr(self) -> str:
         return self.mode
@@ -120,6 +93,8 @@ class SqueezeExcitation(nn.Module):
         divisor, min_channels: rounding of C/r (see `se_hidden_channels`).
         norm: BatchNorm after fc1, as some MobileNetV3 ports have.
         dims: 1, 2 or 3 spatial dimensions (signals, images, volumes/video).
+        impl: how a residual unit's merge runs this block (`senet.layers.merge`): ``fused`` (default: the
+            unit's last BN folded in, one op) or ``naive`` (the formula, every part called as a module).
 
     The FCs are 1x1 convolutions, exactly equivalent to the paper's fully connected layers and named as
     in the official release (`fc1`, `fc2`). Input (N, C, *spatial), output the same shape.
@@ -139,11 +114,11 @@ class SqueezeExcitation(nn.Module):
         min_channels: int = 1,
         norm: bool = False,
         dims: int = 2,
+        impl: str = "fused",
     ) -> None:
         super().__init__()
         check_choice("squeeze", squeeze, SQUEEZES)
-        if dims not in _CONV:
-            raise ConfigError(f"dims must be 1, 2 or 3, got {dims}")
+        check_dims(dims)
         if channels < 1:
             raise ConfigError(f"channels must be >= 1, got {channels}")
         if hidden_channels is None:
@@ -156,10 +131,11 @@ class SqueezeExcitation(nn.Module):
         self.hidden_channels = hidden_channels
         self.dims = dims
         self.squeeze_mode = squeeze
-        conv = _CONV[dims]
+        self.impl = check_choice("se implementation", impl, SE_IMPLS)
+        conv = CONV[dims]
         self.squeeze = nn.Identity() if squeeze == "none" else GlobalPool(squeeze)
         self.fc1 = conv(channels, hidden_channels, 1, bias=bias)
-        self.bn = _BATCHNORM[dims](hidden_channels) if norm else nn.Identity()
+        self.bn = BATCHNORM[dims](hidden_channels) if norm else nn.Identity()
         self.act = get_act(act, inplace=True)
         self.fc2 = conv(hidden_channels, channels, 1, bias=bias)
         self.gate = get_gate(gate)
@@ -177,94 +153,22 @@ class SqueezeExcitation(nn.Module):
                 f"(input shape {tuple(x.shape)}); build it with channels={x.shape[1]} or fix the input"
             )
 
-    def excitation(self, x: Tensor, link: MergeLink | None = None, fast: bool = False) -> Tensor:
-        """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'.
-
-        `fast` (an unhooked block on the fast path, see `forward`): the excitation runs as two `F.linear`
-        on the pooled (N, C) vector in the FCs' own precision (autocast off): the same FCs, a few tiny
-        kernels instead of 1x1 convolutions and weight casts, which matters where SE's cost is launches
-        and memory passes, not FLOPs. A `link` is shared by the squeeze and the merge (`MergeLink`).
-        """
+    def excitation(self, x: Tensor) -> Tensor:
+        """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'."""
         if not torch.jit.is_scripting() and not torch.jit.is_tracing():
             self.check_input(x)
-        if not fast:
-            s = self.squeeze(x)
-            s = self.act(self.bn(self.fc1(s)))
-            return self.gate(self.fc2(s))
-        weight = self.fc1.weight
-        z = squeeze_avg(x, link, dtype=weight.dtype if weight.dtype != x.dtype else None)
-        return self._excite(z.flatten(1)).view(z.shape)
+        s = self.squeeze(x)
+        s = self.act(self.bn(self.fc1(s)))
+        return self.gate(self.fc2(s))
 
-    def _excite(self, z: Tensor) -> Tensor:
-        """s from the pooled (N, C) vector z: fc1, act, fc2 and the gate as `F.linear` on (N, C) in the FCs'
-        own precision, autocast off (the fast excitation; the same weights as the 1x1 convolutions)."""
-        with _autocast_off(z):
-            z = z.to(self.fc1.weight.dtype)
-            h = self.act(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
-            return self.gate(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
-
-    def folds(self, norm: nn.Module) -> bool:
-        """Whether `merge_folded` applies to the merge after `norm` (under torch.compile, see
-        `senet.layers.fused.folded_batch_norm`): average squeeze, no BN inside the excitation, nothing
-        hooked, and `norm` a plain BatchNorm."""
-        return self._plain_avg() and folds_batch_norm(norm)
-
-    def merge_folded(
-        self, c: Tensor, norm: nn.Module, skip: Tensor, act: Callable[[Tensor], Tensor] | None = None
-    ) -> Tensor:
-        """act(x * s + skip) for x = norm(c), with the BN folded in (Eq. 2-4): x = c * alpha + beta, its
-        squeeze is mean(c) * alpha + beta, so the merge is act(c * (s alpha) + s beta + skip), one pass over
-        c that never writes x. What torch.compile sees (`folds`); the same results as `forward`."""
-        self.check_input(c)
-        alpha, beta, mean = folded_batch_norm(c, norm)
-        s = self._excite(mean * alpha + beta).to(alpha.dtype)
-        shape = s.shape + (1,) * (c.dim() - 2)
-        out = torch.addcmul((s * beta).view(shape) + skip, c, (s * alpha).view(shape))
-        out = out.to(torch.promote_types(c.dtype, skip.dtype))
-        if fusable_relu(act):
-            return torch.relu(out)
-        return out if act is None else act(out)
-
-    def forward(
-        self,
-        x: Tensor,
-        skip: Tensor | None = None,
-        act: Callable[[Tensor], Tensor] | None = None,
-        inplace: bool = False,
-    ) -> Tensor:
-        """x * s (Eq. 4); given `skip`, the whole merge of a residual unit, act(x * s + skip).
-
-        The excitation s comes from the submodules (squeeze, fc1, bn, act, fc2, gate); when any of them
-        (or this block) is hooked they are called as modules, so hooks see what they expect. What follows
-        (scale, sum, activation) is fused (`senet.layers.fused`). `inplace=True` says x is the caller's
-        intermediate: the result may be written into its memory and x is not kept for the backward pass
-        (see `scale_add_act`). Forward hooks on this module fire once per call, and always see x as it
-        came in (a hooked block never overwrites x).
-        """
-        if skip is None:
-            out = x * self.excitation(x)  # the scale alone: nothing to fuse it with
-            return out if act is None else act(out)
-        fast = not _straightforward() and self._plain_avg()
-        # The squeeze's backward then writes dL/dx (see MergeLink).
-        link = MergeLink() if fast and x.requires_grad and torch.is_grad_enabled() else None
-        s = self.excitation(x, link, fast)
-        inplace = inplace and not self._forward_hooks and not _global_forward_hooks()
-        recompute = self.squeeze_mode == "avg" and isinstance(self.gate, nn.Sigmoid)
-        # scale_add_act overwrites x only where x then need not be kept (see its `inplace`).
-        return scale_add_act(x, s, skip, act, inplace=inplace, recompute=recompute, link=link)
-
-    def _plain_avg(self) -> bool:
-        """Average squeeze, no BN inside the excitation, and no hook on this block, its parts or every
-        module (else every part is called as a module): when the fast excitation and the BN fold apply."""
-        return (
-            self.squeeze_mode == "avg"
-            and isinstance(self.bn, nn.Identity)
-            and not _global_forward_hooks()
-            and not hooked(self, self.squeeze, self.fc1, self.bn, self.act, self.fc2, self.gate)
-        )
+    def forward(self, x: Tensor) -> Tensor:
+        """x * s (Eq. 4): each channel of x scaled by its excitation."""
+        return x * self.excitation(x)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, hidden={self.hidden_channels}, squeeze={self.squeeze_mode}"
+        return (
+            f"channels={self.channels}, hidden={self.hidden_channels}, squeeze={self.squeeze_mode}, impl={self.impl}"
+        )
 
 
 @dataclass(frozen=True)
@@ -374,20 +278,13 @@ class SEResidualUnit(nn.Module):
         norm: nn.Module | None = None,
     ) -> Tensor:
         """act(residual + shortcut) with SE applied where `se_position` puts it; given `norm`, the
-        residual is norm(residual) (the unit's last BN, which standard SE under torch.compile folds in).
-
-        The scale, the sum and a ReLU run fused (`senet.layers.fused`); `residual` is consumed (its memory
-        may hold the result).
-        """
-        if norm is not None:
-            if self.se_position == "standard" and self.se.folds(norm):
-                return self.se.merge_folded(residual, norm, shortcut, act)
-            residual = norm(residual)
-        if self.se_position == "standard":  # relu(residual * s + shortcut), the release's Axpy layer
-            return self.se(residual, shortcut, act, inplace=True)
+        residual is norm(residual) (the unit's last BN, which the fused merge folds in). `residual` is
+        consumed (its memory may hold the result); see `senet.layers.merge.merge`."""
+        if self.se_position == "standard":  # act(residual * s + shortcut), the release's Axpy layer
+            return merge(residual, shortcut, se=self.se, norm=norm, act=act)
         if self.se_position == "identity":
-            return self.se(shortcut, residual, act)
-        out = scale_add_act(residual, None, shortcut, act, inplace=True)
+            return merge(shortcut, residual if norm is None else norm(residual), se=self.se, act=act)
+        out = merge(residual, shortcut, norm=norm, act=act)
         if self.se_position == "post":
             out = self.se(out)
         return out

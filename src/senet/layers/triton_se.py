@@ -9,12 +9,13 @@ its backward are generic (strided, not vectorised) and each makes a full pass ov
 - `merge_backward`: from dL/dout, the output and x in one pass: the gradient g behind the ReLU
   (dL/dskip), optionally dL/dx = g * s, and dL/ds = sum over space of g * x, reduced per (n, c) in float32
   without atomics (one program owns a block of channels of one sample). x need not be kept: it is rebuilt
-  in registers from the BN that produced it (x = c * alpha + beta per channel, from the BN's own saved
-  input c), or recomputed from the output and the shortcut.
+  in registers from the BN input c (AFFINE: x = c * alpha + beta per channel; then dL/dc = g * s * alpha
+  and the per-(n, c) sums of g * c and of g come out too, for the gradients of alpha and beta), or
+  recomputed from the output and the shortcut.
 
 Both read (N, C, *spatial) tensors in either memory format (NCHW-contiguous or channels_last), all
-operands in the same one. `supported` says when the kernels apply; the callers (`senet.layers.fused`)
-fall back to PyTorch operations otherwise, and always on CPU. Setting ``SENET_TRITON=0`` switches them off.
+operands in the same one. `supported` says when the kernels apply; the caller (the `senet::se_merge` op of
+`senet.layers.merge`, in AFFINE mode) falls back to PyTorch operations otherwise, and always on CPU. Setting ``SENET_TRITON=0`` switches them off.
 """
 
 from __future__ import annotations
@@ -105,11 +106,12 @@ if triton is not None:
 
     @triton.jit
     def _scale_shift_kernel(
-        x_ptr, s_ptr, b_ptr, out_ptr, C, S, b_factor,
-        B_FULL: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+        x_ptr, s_ptr, b_ptr, alpha_ptr, beta_ptr, out_ptr, C, S, b_factor,
+        B_FULL: tl.constexpr, AFFINE: tl.constexpr, RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
         BS: tl.constexpr, BC: tl.constexpr,
     ):
-        # grid: (N * cdiv(S, BS), cdiv(C, BC)); out = act(x * s + b * b_factor) on one (space, channel) tile.
+        # grid: (N * cdiv(S, BS), cdiv(C, BC)); out = act(x * s + b * b_factor) on one (space, channel) tile,
+        # with x = c * alpha + beta per channel rebuilt from the BN input c under AFFINE.
         pid = tl.program_id(0)
         blocks_s = tl.cdiv(S, BS)
         n = pid // blocks_s
@@ -118,6 +120,10 @@ if triton is not None:
         mask = (s < S) & (c < C)
         offsets = _offsets(n, s, c, C, S, CHANNELS_LAST)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        if AFFINE:
+            alpha = tl.load(alpha_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+            beta = tl.load(beta_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+            x = x * alpha + beta
         scale = tl.load(s_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
         if B_FULL:
             b = tl.load(b_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -130,7 +136,8 @@ if triton is not None:
 
     @triton.jit
     def _merge_backward_kernel(
-        grad_out_ptr, out_ptr, kept_ptr, s_ptr, alpha_ptr, beta_ptr, g_ptr, grad_x_ptr, ds_ptr, C, S,
+        grad_out_ptr, out_ptr, kept_ptr, s_ptr, alpha_ptr, beta_ptr, g_ptr, grad_x_ptr, ds_ptr, sum_gc_ptr, sum_g_ptr,
+        C, S,
         RELU: tl.constexpr, RECOMPUTE: tl.constexpr, AFFINE: tl.constexpr, WRITE_GRAD_X: tl.constexpr,
         CHANNELS_LAST: tl.constexpr, BS: tl.constexpr, BC: tl.constexpr,
     ):
@@ -142,6 +149,7 @@ if triton is not None:
         if AFFINE:  # kept is the BN input c: x = c * alpha + beta per channel
             alpha = tl.load(alpha_ptr + c, mask=cmask, other=0.0).to(tl.float32)
             beta = tl.load(beta_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+            acc_g = tl.zeros((BS, BC), dtype=tl.float32)
         acc = tl.zeros((BS, BC), dtype=tl.float32)
         start = 0
         while start < S:  # (a while loop: Triton's interpreter cannot take a run-time range bound)
@@ -154,27 +162,36 @@ if triton is not None:
             if RELU:
                 g = tl.where(out > 0.0, g, 0.0)
             tl.store(g_ptr + offsets, g.to(g_ptr.dtype.element_ty), mask=mask)
-            if WRITE_GRAD_X:
-                tl.store(grad_x_ptr + offsets, (g * scale).to(grad_x_ptr.dtype.element_ty), mask=mask)
+            if WRITE_GRAD_X:  # dL/dx = g * s; under AFFINE dL/dc = g * s * alpha
+                gx = g * scale * alpha if AFFINE else g * scale
+                tl.store(grad_x_ptr + offsets, gx.to(grad_x_ptr.dtype.element_ty), mask=mask)
             if RECOMPUTE:
                 acc += g * (out - kept)  # x * s = out - skip where the ReLU passed
-            elif AFFINE:
-                acc += g * (kept * alpha + beta)
+            elif AFFINE:  # the sums of g * c and of g, from which dL/ds, dL/dalpha and dL/dbeta follow
+                acc += g * kept
+                acc_g += g
             else:
                 acc += g * kept
             start += BS
         ds = tl.sum(acc, axis=0)[None, :]
+        if AFFINE:
+            sum_g = tl.sum(acc_g, axis=0)[None, :]
+            tl.store(sum_gc_ptr + n * C + c, ds, mask=cmask)
+            tl.store(sum_g_ptr + n * C + c, sum_g, mask=cmask)
+            ds = ds * alpha + sum_g * beta
         if RECOMPUTE:
             ds = tl.where(scale == 0.0, 0.0, ds / scale)
         tl.store(ds_ptr + n * C + c, ds.to(ds_ptr.dtype.element_ty), mask=cmask)
 
 
 def scale_shift(
-    x: Tensor, s: Tensor, b: Tensor, *, relu: bool, out: Tensor | None = None, shift_factor: float = 1.0
+    x: Tensor, s: Tensor, b: Tensor, *, relu: bool, out: Tensor | None = None, shift_factor: float = 1.0,
+    affine: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """act(x * s + b): s per (n, c) ((N, C, 1, ...)), b a full tensor like x or per (n, c), then times
-    `shift_factor`. `out=x` writes in place; s and a per-channel b may have any float dtype (read as
-    float32). The caller checks `supported(x, b, scale=s)` (full b) or `supported(x, scale=s)`."""
+    `shift_factor`; given `affine` = (alpha, beta) (C values each), x is the BN input c and the kernel uses
+    c * alpha + beta in its place. `out=x` writes in place; s and a per-channel b may have any float dtype
+    (read as float32). The caller checks `supported(x, b, scale=s)` (full b) or `supported(x, scale=s)`."""
     if b.shape == x.shape and shift_factor != 1.0:
         raise ValueError("shift_factor applies to a per-channel shift only")
     n, c = x.shape[:2]
@@ -185,9 +202,12 @@ def scale_shift(
         out = torch.empty_like(x, memory_format=_memory_format(x, layout))
     block_s, block_c = _tiles(c, spatial, layout)
     grid = (n * triton.cdiv(spatial, block_s), triton.cdiv(c, block_c))
+    per_n_c = _per_channel(s, n, c)
+    alpha, beta = (t.reshape(c).float().contiguous() for t in affine) if affine is not None else (per_n_c, per_n_c)
     _scale_shift_kernel[grid](
-        x, _per_channel(s, n, c), b if b_full else _per_channel(b, n, c), out, c, spatial, shift_factor,
-        B_FULL=b_full, RELU=relu, CHANNELS_LAST=layout, BS=block_s, BC=block_c, num_warps=4,
+        x, per_n_c, b if b_full else _per_channel(b, n, c), alpha, beta, out, c, spatial, shift_factor,
+        B_FULL=b_full, AFFINE=affine is not None, RELU=relu, CHANNELS_LAST=layout, BS=block_s, BC=block_c,
+        num_warps=4,
     )
     return out
 
@@ -202,13 +222,17 @@ def merge_backward(
     recompute: bool,
     grad_x: bool,
     affine: tuple[Tensor, Tensor] | None = None,
-) -> tuple[Tensor, Tensor | None, Tensor]:
+    sums: bool = False,
+) -> tuple[Tensor, ...]:
     """(g, dL/dx or None, dL/ds) of out = relu?(x * s + skip). `kept` is x; or the shortcut with
     `recompute`; or, given `affine` = (alpha, beta) (C values each, any shape), the BN input c with
-    x = c * alpha + beta. dL/ds has s's shape and dtype (summed in float32). The caller checks
-    `supported(out, kept, scale=s)`."""
+    x = c * alpha + beta, and then the second result is dL/dc = g * s * alpha and, with `sums`, the per-(n, c)
+    sums of g * c and of g (float32, s's shape) follow (for dL/dalpha and dL/dbeta). dL/ds has s's shape and
+    dtype (summed in float32). The caller checks `supported(out, kept, scale=s)`."""
     if recompute and affine is not None:
         raise ValueError("recompute and affine are two ways of rebuilding x: give one")
+    if sums and affine is None:
+        raise ValueError("sums come with affine")
     n, c = out.shape[:2]
     spatial = math.prod(out.shape[2:])
     layout = channels_last_of(out)
@@ -218,15 +242,19 @@ def merge_backward(
     g = torch.empty_like(out, memory_format=fmt)
     gx = torch.empty_like(out, memory_format=fmt) if grad_x else g  # g: an unused placeholder pointer
     ds = torch.empty(n, c, device=out.device, dtype=s.dtype)
+    sum_gc, sum_g = (torch.empty(n, c, device=out.device, dtype=torch.float32) for _ in range(2)) if affine is not None else (ds, ds)
     block_s, block_c = _tiles(c, spatial, layout)
-    block_s = min(block_s, 64) if layout else block_s  # the float32 accumulator lives in registers
+    block_s = min(block_s, 64) if layout else block_s  # the float32 accumulators live in registers
     if not layout:
         block_c = min(block_c, 4)
+    elif affine is not None:
+        block_s = min(block_s, 32)  # (two accumulators)
     grid = (n, triton.cdiv(c, block_c))
     alpha, beta = (t.reshape(c).float().contiguous() for t in affine) if affine is not None else (ds, ds)
     _merge_backward_kernel[grid](
-        grad_out, out, kept, _per_channel(s, n, c), alpha, beta, g, gx, ds, c, spatial,
+        grad_out, out, kept, _per_channel(s, n, c), alpha, beta, g, gx, ds, sum_gc, sum_g, c, spatial,
         RELU=relu, RECOMPUTE=recompute, AFFINE=affine is not None, WRITE_GRAD_X=grad_x, CHANNELS_LAST=layout,
         BS=block_s, BC=block_c, num_warps=4,
     )
-    return g, (gx if grad_x else None), ds.view(s.shape)
+    result = (g, (gx if grad_x else None), ds.view(s.shape))
+    return result + (sum_gc.view(s.shape), sum_g.view(s.shape)) if sums else result

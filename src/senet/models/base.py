@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from senet.layers import GlobalPool, ShapeError
+from senet.layers import BATCHNORM, CONV, MAXPOOL, GlobalPool, ShapeError, set_se_impl
+from senet.layers.nd import AVGPOOL, BATCHNORMS, CONVS
 
 
 class ImageClassifier(nn.Module):
@@ -33,6 +34,10 @@ class ImageClassifier(nn.Module):
         self.num_classes = num_classes
         device = next(self.parameters()).device
         self.fc = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+
+    def set_se_impl(self, impl: str) -> ImageClassifier:
+        """Run every SE block of this model "fused" (default) or "naive" (`senet.layers.set_se_impl`)."""
+        return set_se_impl(self, impl)
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -75,11 +80,11 @@ def init_weights_he(model: nn.Module, zero_init_last: bool = False) -> None:
         weight = getattr(module, "weight", None)
         if isinstance(weight, torch.Tensor) and weight.is_meta:
             continue  # built on the meta device for counting: there are no values to initialise
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(module, CONVS):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
+        elif isinstance(module, (*BATCHNORMS, nn.GroupNorm)):
             if module.weight is not None:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -90,7 +95,4 @@ def init_weights_he(model: nn.Module, zero_init_last: bool = False) -> None:
                 module.zero_init_last()
 
 
-CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-AVGPOOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+__all__ = ["AVGPOOL", "BATCHNORM", "CONV", "MAXPOOL", "ImageClassifier", "init_weights_he"]  # (the lookups live in layers)

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from senet.layers import SEConfig
+from senet.layers import SEConfig, merge
 from senet.models.base import ImageClassifier, init_weights_he
 from senet.models.blocks import (
     ConvBnAct,
@@ -55,9 +55,7 @@ class InceptionResNetUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         residual = self.up(self.mixed(x))
-        if self.se is not None:
-            residual = self.se(residual)
-        return self.act(x + self.scale * residual)
+        return merge(residual, x, se=self.se, act=self.act, scale=self.scale)  # act(x + scale * SE(residual))
 
 
 def block35(se: SEConfig | None) -> InceptionResNetUnit:

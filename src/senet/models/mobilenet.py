@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from senet.layers import SEConfig
+from senet.layers import SEConfig, merge
 from senet.models.base import ImageClassifier, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
 from senet.models.registry import declare_plain_twin, register_model
@@ -164,8 +164,9 @@ class InvertedResidual(nn.Module):
         out = self.dw(self.expand(x))
         if self.se is not None:
             out = self.se(out)
-        out = self.project(out)
-        return x + out if self.has_shortcut else out
+        if not self.has_shortcut:
+            return self.project(out)
+        return merge(self.project.conv(out), x, norm=self.project.bn)  # bn(project(out)) + x
 
 
 class MobileNetV3(ImageClassifier):

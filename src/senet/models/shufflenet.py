@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from senet.layers import SEConfig
+from senet.layers import SEConfig, merge
 from senet.models.base import ImageClassifier, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
 from senet.models.registry import register_model
@@ -67,11 +67,12 @@ class ShuffleUnit(nn.Module):
         out = self.conv1(x)
         if self.shuffle_groups > 1:
             out = channel_shuffle(out, self.shuffle_groups)
-        out = self.conv2(self.dwconv(out))
+        out = self.conv2.conv(self.dwconv(out))
+        if self.stride == 1:  # act(SE(bn(out)) + x)
+            return merge(out, x, se=self.se, norm=self.conv2.bn, act=self.act)
+        out = self.conv2.bn(out)
         if self.se is not None:
             out = self.se(out)
-        if self.stride == 1:
-            return self.act(x + out)
         return self.act(torch.cat([F.avg_pool2d(x, 3, 2, 1), out], 1))
 
 

@@ -16,8 +16,9 @@ Training peak memory: on CUDA, the rise of `torch.cuda.max_memory_allocated` ove
 was allocated before it, plus the subject's weights, optimizer state and batch. On CPU there is no
 allocator statistic, so the profiler's allocation events of one step are replayed to find the peak of
 live tensor bytes, to which the bytes alive before the step (weights, optimizer state, batch) are added.
-The bytes of the tensors autograd keeps for the backward pass (activations) are counted separately, by
-walking the autograd graph behind the loss (`saved_storages`).
+The bytes of the tensors autograd keeps for the backward pass (activations) are counted separately, with
+saved-tensor hooks (`saved_storages`). Only public PyTorch APIs: the profiler's events and memory records,
+`torch.autograd.graph.saved_tensors_hooks`, the CUDA allocator's statistics.
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from senet.errors import ConfigError, SenetError, check_choice
-from senet.layers import fast_se
+from senet.layers import SE_IMPLS, set_se_impl
 
 MODES = ("infer", "train")
 DEVICES = ("cpu", "cuda")
-SE_IMPLS = ("fused", "naive")
 # Model keywords that describe the network rather than its SE blocks: a plain baseline shares them.
 SHARED_KWARGS = ("layout", "num_classes", "in_chans")
 
@@ -208,8 +208,8 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 # The two steps measured: inference (forward only) and one SGD training step.
 
 
-class _Subject:
-    """A model with its optimizer, batch and step function, run under one SE implementation."""
+class Subject:
+    """A model with its optimizer, batch and step function, its SE blocks set to one implementation."""
 
     def __init__(self, name: str, kwargs: dict[str, Any], se_impl: str, config: BenchConfig) -> None:
         from senet.models import create_model
@@ -219,7 +219,7 @@ class _Subject:
         self.config = config
         device = torch.device(config.device)
         torch.manual_seed(config.seed)
-        model = create_model(name, **kwargs)
+        model = set_se_impl(create_model(name, **kwargs), se_impl)
         size = tuple(model.default_input_size)
         if config.input_size is not None:
             size = (size[0],) + (config.input_size,) * (len(size) - 1)
@@ -245,16 +245,15 @@ class _Subject:
         return torch.autocast(self.config.device, dtype=torch.bfloat16)
 
     def step(self) -> None:
-        with fast_se(self.se_impl == "fused"):
-            if self.optimizer is None:
-                with torch.inference_mode(), self.autocast():
-                    self.forward(self.inputs)
-                return
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.autocast():
-                loss = F.cross_entropy(self.forward(self.inputs).float(), self.targets)
-            loss.backward()
-            self.optimizer.step()
+        if self.optimizer is None:
+            with torch.inference_mode(), self.autocast():
+                self.forward(self.inputs)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss = F.cross_entropy(self.forward(self.inputs).float(), self.targets)
+        loss.backward()
+        self.optimizer.step()
 
     def timed_step(self) -> tuple[float, float]:
         """(wall-clock seconds, process CPU seconds) of one step."""
@@ -294,41 +293,29 @@ class _Subject:
 
     def saved_tensor_bytes(self) -> int:
         """Bytes of distinct storages autograd saves for the backward of one forward pass (activations),
-        found by walking the graph from the output (saved-tensor hooks would change what the fast SE
-        path keeps: it does not read other nodes' saved tensors while hooks are in force)."""
-        with fast_se(self.se_impl == "fused"), self.autocast():
-            output = self.forward(self.inputs)
-        storages = saved_storages(output)
-        del output
+        leaving out the parameters."""
+
+        def forward() -> None:
+            with self.autocast():
+                self.forward(self.inputs)
+
         parameters = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
-        return sum(size for ptr, size in storages.items() if ptr not in parameters)
+        return sum(size for ptr, size in saved_storages(forward).items() if ptr not in parameters)
 
 
-def saved_storages(output: Tensor) -> dict[int, int]:
-    """{storage address: bytes} of every tensor saved by the autograd graph behind `output`."""
+def saved_storages(fn: Callable[[], object]) -> dict[int, int]:
+    """{storage address: bytes} of every tensor autograd saves for the backward pass while `fn` runs
+    (`torch.autograd.graph.saved_tensors_hooks`). The graph stays usable for a backward pass.
+    """
     storages: dict[int, int] = {}
 
-    def add(value: object) -> None:
-        if isinstance(value, Tensor):
-            storage = value.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-        elif isinstance(value, (tuple, list)):
-            for item in value:
-                add(item)
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor.detach()  # (the tensor itself would tie a saved output to its own node: a cycle)
 
-    seen: set[int] = set()
-    stack = [output.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if hasattr(node, "saved_tensors"):  # a Python autograd.Function
-            add(node.saved_tensors)
-        for name in dir(node):
-            if name.startswith("_saved_"):
-                add(getattr(node, name))
-        stack.extend(next_node for next_node, _ in node.next_functions)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
     return storages
 
 
@@ -343,25 +330,25 @@ def _storage_bytes(tensors: Sequence[Tensor]) -> int:
 
 
 def cpu_peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak of live CPU tensor bytes allocated while `fn` runs, from the profiler's allocation events.
+    """Peak of live CPU tensor bytes allocated while `fn` runs, from the profiler's memory records.
 
-    Frees of memory allocated before `fn` are not seen, so the result is the high-water mark of what
-    `fn` itself allocated; add the bytes alive before it for the total.
+    Each profiler event carries the bytes allocated (less those freed) in its own span outside its
+    children (`self_cpu_memory_usage`; allocations outside any operator are events of their own): summed
+    in time order they give the live bytes after each operator, whose maximum is the peak at operator
+    granularity. Frees of memory allocated before `fn` are not seen, so the result is the high-water
+    mark of what `fn` itself allocated; add the bytes alive before it for the total.
     """
-    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
     with _no_profiler_chatter(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        event = stack.pop()
-        stack.extend(event.children)
-        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
-            events.append((event.start_time_ns, event.extra_fields.alloc_size))
+    changes = sorted(
+        (event.time_range.end, event.self_cpu_memory_usage)
+        for event in prof.events()
+        if event.self_cpu_memory_usage
+    )
     live = peak = 0
-    for _, size in sorted(events):
+    for _, size in changes:
         live += size
         peak = max(peak, live)
     return peak
@@ -441,13 +428,13 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
         torch.cuda.empty_cache()
 
     with _num_threads(config.threads):
-        subjects = [_Subject(config.model, config.model_kwargs, config.se_impl, config)]
+        subjects = [Subject(config.model, config.model_kwargs, config.se_impl, config)]
         if config.baseline is not None:
             same_network = config.baseline == config.model
             kwargs = config.model_kwargs if same_network else {
                 k: v for k, v in config.model_kwargs.items() if k in SHARED_KWARGS
             }
-            subjects.append(_Subject(config.baseline, kwargs, config.baseline_se_impl or config.se_impl, config))
+            subjects.append(Subject(config.baseline, kwargs, config.baseline_se_impl or config.se_impl, config))
         if config.input_size is None:  # report the size measured: the model's own
             config = config.replace(input_size=int(subjects[0].inputs.shape[-1]))
         warmup_s = []

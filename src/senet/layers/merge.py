@@ -1,0 +1,399 @@
+"""The merge of a residual unit, act(x * s + shortcut) with the unit's last BN folded in (Sec. 3.2, Eq. 4;
+Fig. 3), in one place for every family's units.
+
+SE adds 0.26% FLOPs to ResNet-50, but written as separate operations (BN, squeeze, scale, add, ReLU) its
+merge makes several passes over the block output and keeps the unscaled BN output for the backward pass.
+The official release fused "scale + residual add" into one Caffe layer (Axpy) for this reason. Here the
+unit's last BatchNorm is folded into the merge: BN(c) = c * alpha + beta per channel, and the squeeze of
+BN(c) is mean(c) * alpha + beta, so
+
+- forward: one reduction over c gives the per-(n, c) moments, hence both BN's batch statistics and the
+  squeeze z (`batch_norm_affine`); the excitation s = F_ex(z) runs on (N, C) vectors (`excite`); one pass
+  over c and the shortcut writes act((c * alpha + beta) * s + shortcut). The BN output is never written.
+- backward: one custom op (`senet::se_merge`, registered with `torch.library`) keeps exactly the BN input
+  c, the per-channel affine (alpha, beta), the excitation s and, for a fused ReLU, its output; one pass
+  gives the gradient behind the ReLU (dL/dshortcut) and the per-(n, c) sums of g * c and of g, from which
+  dL/ds, dL/dalpha and dL/dbeta follow, and one pass writes dL/dc. The moments' own backward adds one pass.
+  An SE unit so keeps what the plain unit keeps (the BN input, the output) plus (N, C) vectors.
+- on a GPU the op's forward and backward are Triton kernels (`senet.layers.triton_se`, AFFINE mode); on
+  the CPU PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). The op is one
+  node for torch.compile (its fake implementation gives the shapes).
+- TorchScript, tracing, FX and ONNX export see the straightforward formula (`plain_ops`).
+
+Which one runs is a property of each SE block (`SqueezeExcitation.impl`, set for a whole model with
+`set_se_impl`): ``"fused"`` (default) or ``"naive"``, the straightforward formula ``x * s``, ``+ skip``,
+``act`` with every part of the block called as a module (so hooks on them fire; the fused path calls
+none of them). Both give the same results and the same state dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from senet.errors import check_choice
+from senet.layers import triton_se
+from senet.layers.nd import BATCHNORMS
+
+SE_IMPLS = ("fused", "naive")
+
+
+def plain_ops(x: Tensor) -> bool:
+    """True where the merge of x must be written as plain operations: TorchScript, tracing, FX symbolic
+    tracing (x a Proxy) or an export is looking (they script, trace or export plain ops, not custom ops)."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    return torch.compiler.is_exporting() or isinstance(x, torch.fx.Proxy)
+
+
+def set_se_impl(module: nn.Module, impl: str) -> nn.Module:
+    """Set the SE implementation ("fused" or "naive") of every SE block in `module`; returns `module`."""
+    from senet.layers.squeeze_excite import SqueezeExcitation
+
+    impl = check_choice("se implementation", impl, SE_IMPLS)
+    for block in module.modules():
+        if isinstance(block, SqueezeExcitation):
+            block.impl = impl
+    return module
+
+
+@contextlib.contextmanager
+def se_impl(module: nn.Module, impl: str) -> Iterator[nn.Module]:
+    """``with se_impl(model, "naive"): model(x)``: `set_se_impl` for the block, each SE block's own setting
+    restored afterwards."""
+    from senet.layers.squeeze_excite import SqueezeExcitation
+
+    previous = {block: block.impl for block in module.modules() if isinstance(block, SqueezeExcitation)}
+    set_se_impl(module, impl)
+    try:
+        yield module
+    finally:
+        for block, value in previous.items():
+            block.impl = value
+
+
+# ---------------------------------------------------------------------------------------------------
+# The BN folded in: per-(n, c) moments of c give the batch statistics and the squeeze.
+
+
+def _space(t: Tensor) -> tuple[int, ...]:
+    return tuple(range(2, t.dim()))
+
+
+def moments(c: Tensor) -> tuple[Tensor, Tensor]:
+    """(variance, mean) of c over space per (n, c), (N, C) each, in float32 at least, in one pass.
+
+    For an NCHW-contiguous float32/float64 c, BatchNorm's statistics kernel on c viewed as (1, N * C, *space)
+    (its channels are our (n, c) pairs; several times faster on the CPU than `torch.var_mean` over space).
+    """
+    n, channels = c.shape[:2]
+    fast = c.device.type == "cpu" and not torch.compiler.is_compiling()  # (no meta kernel: not for tracers)
+    if fast and c.dtype in (torch.float32, torch.float64) and c.is_contiguous() and c.dim() > 2:
+        mean, var = torch.batch_norm_update_stats(c.view(1, n * channels, -1), None, None, 0.0)
+        return var.view(n, channels), mean.view(n, channels)
+    return torch.var_mean(c.to(torch.promote_types(c.dtype, torch.float32)), dim=_space(c), correction=0)
+
+
+class _Moments(torch.autograd.Function):
+    """`moments` of c, whose backward writes dL/dc = (dL/dmean + 2 dL/dvar (c - mean)) / HW in one pass."""
+
+    @staticmethod
+    def forward(ctx, c: Tensor) -> tuple[Tensor, Tensor]:
+        var, mean = moments(c)
+        ctx.save_for_backward(c, mean)
+        return var, mean
+
+    @staticmethod
+    def backward(ctx, grad_var: Tensor | None, grad_mean: Tensor | None) -> Tensor:
+        c, mean = ctx.saved_tensors
+        area = math.prod(c.shape[2:])
+        view = mean.shape + (1,) * (c.dim() - 2)
+        shift = torch.zeros_like(mean) if grad_mean is None else grad_mean / area
+        if grad_var is None:
+            return shift.to(c.dtype).view(view).expand(c.shape)  # a broadcast view: nothing full-size written
+        factor = grad_var * (2 / area)
+        shift = shift - factor * mean
+        return torch.addcmul(shift.to(c.dtype).view(view), c, factor.to(c.dtype).view(view))
+
+
+def foldable(norm: nn.Module | None) -> bool:
+    """Whether `norm` can be folded into the merge: a plain BatchNorm (SyncBatchNorm needs every process's
+    statistics; subclasses may compute something else)."""
+    return type(norm) in BATCHNORMS
+
+
+def batch_norm_affine(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+    """(alpha, beta, mean) with norm(c) = c * alpha + beta (alpha, beta: (C,)) and mean the spatial mean of
+    c per (n, c), (N, C), so that the squeeze of norm(c) is mean * alpha + beta (Eq. 2).
+
+    The batch statistics come from per-(n, c) moments of c (one reduction, which also gives the squeeze),
+    combined over the batch exactly (the variance of the whole is the mean of the per-sample variances
+    plus the variance of the per-sample means), in float32 at least. Running statistics and
+    `num_batches_tracked` are updated as `nn.BatchNorm` does; in eval mode the running statistics are used.
+    """
+    acc = torch.promote_types(c.dtype, torch.float32)
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # a cumulative moving average
+            factor = 1.0 / float(norm.num_batches_tracked)
+    if norm.training or norm.running_mean is None:
+        count = c.numel() // c.shape[1]
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(c.shape)}")
+        if torch.is_grad_enabled() and c.requires_grad:
+            var_nc, mean_nc = _Moments.apply(c)
+        else:
+            var_nc, mean_nc = moments(c)
+        mean = mean_nc.mean(0)
+        var = var_nc.mean(0) + (mean_nc - mean).square().mean(0)
+        if norm.training and norm.running_mean is not None:
+            with torch.no_grad():
+                norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+                norm.running_var.lerp_((var * (count / (count - 1))).to(norm.running_var.dtype), factor)
+    else:  # the running statistics: only the squeeze is needed from c
+        mean_nc = c.sum(_space(c), dtype=acc) / math.prod(c.shape[2:])  # (sum's backward: a broadcast view)
+        mean, var = norm.running_mean.to(acc), norm.running_var.to(acc)
+    alpha = torch.rsqrt(var + norm.eps)
+    if norm.weight is not None:
+        alpha = alpha * norm.weight.to(acc)
+    beta = -mean * alpha
+    if norm.bias is not None:
+        beta = beta + norm.bias.to(acc)
+    return alpha, beta, mean_nc
+
+
+def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off for t's device where it is on (else a no-op)."""
+    device = t.device.type
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+def excite(se: nn.Module, z: Tensor) -> Tensor:
+    """s = F_ex(z) (Eq. 3) from the pooled (N, C) vector z: the block's fc1, act, fc2 and gate as `F.linear`
+    on (N, C) in the FCs' own precision, autocast off (the same weights as its 1x1 convolutions; a few
+    tiny kernels instead of convolutions and weight casts, which matters where SE's cost is launches)."""
+    with _autocast_off(z):
+        z = z.to(se.fc1.weight.dtype)
+        hidden = se.act(F.linear(z, se.fc1.weight.flatten(1), se.fc1.bias))
+        return se.gate(F.linear(hidden, se.fc2.weight.flatten(1), se.fc2.bias))
+
+
+def fusable(se: nn.Module) -> bool:
+    """Whether block `se` takes the fused merge: set to "fused", average squeeze, no BN inside the excitation."""
+    return se.impl == "fused" and se.squeeze_mode == "avg" and isinstance(se.bn, nn.Identity)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The op: out = act((c * alpha + beta) * s + skip), alpha and beta optional (then x = c).
+
+
+def _per_channel_view(t: Tensor, like: Tensor) -> Tensor:
+    """(C,) or (N, C) as (1, C, 1, ...) or (N, C, 1, ...) to broadcast against `like`."""
+    return t.view((-1 if t.dim() == 2 else 1, like.shape[1]) + (1,) * (like.dim() - 2))
+
+
+def _kernels(c: Tensor, skip: Tensor, s: Tensor) -> bool:
+    return triton_se.supported(c, skip, scale=s.view(s.shape + (1,) * (c.dim() - 2)))
+
+
+def _merge_formula(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool) -> Tensor:
+    scale = s if alpha is None else s * alpha
+    out = torch.addcmul(skip, c, _per_channel_view(scale.to(c.dtype), c))
+    if beta is not None:
+        out = out.add_(_per_channel_view((s * beta).to(out.dtype), c))
+    return out.relu_() if relu else out
+
+
+@torch.library.custom_op("senet::se_merge", mutates_args=())
+def _se_merge(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool) -> Tensor:
+    """act((c * alpha + beta) * s + skip): c, skip (N, C, *spatial); alpha, beta (C,) or None; s (N, C)."""
+    if _kernels(c, skip, s):  # (on the CPU only under Triton's interpreter, where the kernels are tested)
+        affine = None if alpha is None else (alpha, beta)
+        return triton_se.scale_shift(c, _per_channel_view(s, c), skip, relu=relu, affine=affine)
+    return _merge_formula(c, alpha, beta, s, skip, relu)
+
+
+@_se_merge.register_kernel("cuda")
+def _se_merge_cuda(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool) -> Tensor:
+    if _kernels(c, skip, s):
+        affine = None if alpha is None else (alpha, beta)
+        return triton_se.scale_shift(c, _per_channel_view(s, c), skip, relu=relu, affine=affine)
+    return _merge_formula(c, alpha, beta, s, skip, relu)
+
+
+@_se_merge.register_fake
+def _se_merge_fake(c, alpha, beta, s, skip, relu):
+    return torch.empty_like(c, dtype=torch.promote_types(c.dtype, skip.dtype))
+
+
+def spatial_sums(grad: Tensor, other: Tensor, shape: torch.Size) -> tuple[Tensor, Tensor]:
+    """(sum of grad * other, sum of grad) summed to `shape` (per (n, c) as (N, C, 1, ...), or any shape grad
+    sums to), in float32 at least.
+
+    On the CPU, for contiguous float32/float64 tensors, both come from one pass: BatchNorm's backward
+    kernel computes, per channel, sum(dy * (x - mean) * invstd) and sum(dy); viewing (N, C, *space) as
+    (1, N * C, *space), with mean 0 and invstd 1, its channels are our (n, c) pairs and those are our sums.
+    Elsewhere a product and two reductions (the GPU path has its own kernel, `triton_se.merge_backward`).
+    """
+    n, c = grad.shape[:2]
+    if (
+        grad.device.type == "cpu"
+        and grad.dtype in (torch.float32, torch.float64)
+        and other.dtype == grad.dtype
+        and grad.is_contiguous()
+        and other.is_contiguous()
+        and other.shape == grad.shape
+        and tuple(shape) == (n, c) + (1,) * (grad.dim() - 2)
+    ):
+        view = (1, n * c, *grad.shape[2:])
+        zeros, ones = grad.new_zeros(n * c), grad.new_ones(n * c)
+        _, dot, total = torch.ops.aten.native_batch_norm_backward(
+            grad.view(view), other.view(view), None, None, None, zeros, ones, True, 0.0, [False, True, True]
+        )
+        return dot.view(shape), total.view(shape)
+    acc = torch.promote_types(grad.dtype, torch.float32)  # half precision sums in float32
+    grad = grad.to(acc)
+    return torch.mul(grad, other).sum_to_size(shape), grad.sum_to_size(shape)
+
+
+def _backward_formula(grad_out, out, c, alpha, s, relu):
+    g = torch.ops.aten.threshold_backward(grad_out, out, 0) if relu else grad_out
+    scale = s if alpha is None else s * alpha
+    grad_c = g * _per_channel_view(scale.to(g.dtype), g)
+    sum_gc, sum_g = spatial_sums(g, c, s.shape + (1,) * (c.dim() - 2))
+    return (g if relu else g.new_empty(0)), grad_c, sum_gc.flatten(1), sum_g.flatten(1)
+
+
+@torch.library.custom_op("senet::se_merge_backward", mutates_args=())
+def _se_merge_backward(
+    grad_out: Tensor, out: Tensor | None, c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor,
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(g behind the ReLU (empty without one: g is grad_out), dL/dc, sum of g * c, sum of g) per (n, c)."""
+    if relu and _kernels(c, out, s) and triton_se.supported(grad_out):
+        return _backward_kernels(grad_out, out, c, alpha, beta, s)
+    return _backward_formula(grad_out, out, c, alpha, s, relu)
+
+
+@_se_merge_backward.register_kernel("cuda")
+def _se_merge_backward_cuda(grad_out, out, c, alpha, beta, s, relu):
+    if relu and _kernels(c, out, s) and triton_se.supported(grad_out):
+        return _backward_kernels(grad_out, out, c, alpha, beta, s)
+    return _backward_formula(grad_out, out, c, alpha, s, relu)
+
+
+def _backward_kernels(grad_out, out, c, alpha, beta, s):
+    scale = _per_channel_view(s, c)
+    if alpha is None:  # x = c is kept: dL/ds = sum of g * x
+        g, grad_c, sum_gc = triton_se.merge_backward(grad_out, out, c, scale, relu=True, recompute=False, grad_x=True)
+        return g, grad_c, sum_gc.flatten(1).float(), g.new_empty(0)
+    g, grad_c, _, sum_gc, sum_g = triton_se.merge_backward(
+        grad_out, out, c, scale, relu=True, recompute=False, grad_x=True, affine=(alpha, beta), sums=True
+    )
+    return g, grad_c, sum_gc.flatten(1), sum_g.flatten(1)
+
+
+@_se_merge_backward.register_fake
+def _se_merge_backward_fake(grad_out, out, c, alpha, beta, s, relu):
+    acc = torch.promote_types(c.dtype, torch.float32)
+    sums = grad_out.new_empty(s.shape, dtype=acc)
+    return (torch.empty_like(grad_out) if relu else grad_out.new_empty(0)), torch.empty_like(c), sums, sums.clone()
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    c, alpha, beta, s, skip, relu = inputs
+    ctx.relu = relu
+    ctx.save_for_backward(c, alpha, beta, s, output if relu else None)
+
+
+def _backward(ctx, grad_out: Tensor):
+    c, alpha, beta, s, out = ctx.saved_tensors
+    g, grad_c, sum_gc, sum_g = torch.ops.senet.se_merge_backward(grad_out, out, c, alpha, beta, s, ctx.relu)
+    if not ctx.relu:
+        g = grad_out
+    grad_alpha = grad_beta = None
+    if alpha is None:
+        grad_s = sum_gc
+    else:
+        grad_s = sum_gc * alpha + sum_g * beta  # x = c * alpha + beta: sum of g * x, x never materialised
+        if ctx.needs_input_grad[1]:
+            grad_alpha = (sum_gc * s).sum(0)
+        if ctx.needs_input_grad[2]:
+            grad_beta = (sum_g * s).sum(0)
+    needs = ctx.needs_input_grad
+    return (
+        grad_c if needs[0] else None,
+        grad_alpha,
+        grad_beta,
+        grad_s.to(s.dtype) if needs[3] else None,
+        g if needs[4] else None,
+        None,
+    )
+
+
+torch.library.register_autograd("senet::se_merge", _backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The merge every residual unit calls.
+
+
+def fusable_relu(act: Callable[[Tensor], Tensor] | None) -> bool:
+    """Whether `act` is a plain ReLU module, which the merge fuses."""
+    return type(act) is nn.ReLU
+
+
+def merge(
+    x: Tensor,
+    skip: Tensor,
+    *,
+    se: nn.Module | None = None,
+    norm: nn.Module | None = None,
+    act: Callable[[Tensor], Tensor] | None = None,
+    scale: float = 1.0,
+) -> Tensor:
+    """act(SE(norm(x)) * scale + skip): the merge of a residual unit (Eq. 4, Fig. 3).
+
+    Args:
+        x: the residual branch before its last BN (or its output, with `norm` None), (N, C, *spatial).
+        skip: the tensor added (the shortcut; the residual for SE on the identity branch).
+        se: the SE block scaling norm(x) (a `SqueezeExcitation`), or None for a unit without SE.
+        norm: the unit's last BN, folded into the merge on the fused path (see the module docstring).
+        act: the unit's activation (a plain `nn.ReLU` is fused).
+        scale: a constant residual scale (Inception-ResNet's 0.1 .. 0.3).
+
+    `x` is consumed: its memory may hold the result.
+    """
+    if se is None or not fusable(se) or plain_ops(x):
+        fresh = norm is not None  # a BN output nobody else holds (BN keeps its input, not its output)
+        if norm is not None:
+            x = norm(x)
+        if se is not None:
+            x, fresh = se(x), False  # x * s (a hook on the block may hold its output)
+        if scale != 1.0:
+            x, fresh = x * scale, True
+        out = x.add_(skip) if fresh and not plain_ops(x) else x + skip
+        return out if act is None else act(out)
+    se.check_input(x)
+    alpha = beta = None
+    if norm is not None and foldable(norm):
+        alpha, beta, mean = batch_norm_affine(x, norm)
+        z = mean * alpha + beta
+    else:
+        if norm is not None:
+            x = norm(x)
+        z = x.sum(_space(x), dtype=torch.promote_types(x.dtype, torch.float32)) / math.prod(x.shape[2:])
+    s = excite(se, z)
+    if scale != 1.0:
+        s = s * scale
+    relu = fusable_relu(act)
+    out = torch.ops.senet.se_merge(x, alpha, beta, s, skip, relu)
+    return out if relu or act is None else act(out)
