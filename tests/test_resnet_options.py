@@ -59,12 +59,15 @@ def test_relu_before_se_puts_a_relu_between_bn2_and_se() -> None:
     block.se.register_forward_pre_hook(lambda m, args: seen.__setitem__("se_input", args[0].clone()))
     x = torch.randn(1, 64, 8, 8)
     with torch.no_grad():
-        out = block(x)
+        out = block(x)  # the fused merge
         hidden = block.act1(block.bn1(block.conv1(x)))
         expected_input = torch.relu(block.bn2(block.conv2(hidden)))
         expected = torch.relu(expected_input * block.se.excitation(expected_input) + x)
+        model.set_se_impl("naive")  # the naive SE is called as a module, so the hook sees its input
+        naive = block(x)
     torch.testing.assert_close(seen["se_input"], expected_input)
     torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(naive, expected)
     plain = ResNet(BasicBlock, (1, 1, 1, 1), se=SEConfig()).eval()
     plain.load_state_dict(model.state_dict())
     assert not torch.allclose(plain(torch.randn(1, 3, 64, 64)), model(torch.randn(1, 3, 64, 64)))
