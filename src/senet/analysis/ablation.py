@@ -27,7 +27,7 @@ import yaml
 
 from senet.engine.checkpoint import atomic_write, read_weights_meta
 from senet.engine.config import RunConfig, plain
-from senet.engine.train import CONFIG_FILE, METRICS_FILE, _flatten, prepare_config
+from senet.engine.train import CONFIG_FILE, METRICS_FILE, flatten_config, prepare_config
 from senet.errors import ConfigError, SenetError, did_you_mean
 
 SWEEP_FILE = "sweep.json"
@@ -314,7 +314,7 @@ def record_sweep(sweep: Sweep) -> None:
 
 def _differences(before: dict[str, Any], after: dict[str, Any], *, shared_only: bool) -> list[str]:
     """`key: old -> new` for each setting that differs (only those all runs share, if `shared_only`)."""
-    old, new = _flatten(before), _flatten(after)
+    old, new = flatten_config(before), flatten_config(after)
     keys = sorted(set(old) | set(new))
     if shared_only:
         keys = [k for k in keys if k not in ("model.name", "model.kwargs", "train.seed")]
@@ -329,11 +329,11 @@ def train_commands(sweep: Sweep, flags: Mapping[str, str] | None = None) -> list
     given as `--resume DIR`, which starts the run there or continues it.
     """
     flags = dict(flags or {})
-    default = _flatten(prepare_config(sweep.recipe, {})[0].to_dict())
+    default = flatten_config(prepare_config(sweep.recipe, {})[0].to_dict())
     commands = []
     for run in sweep.runs:
         words = ["senet", "train", "--recipe", sweep.recipe]
-        for key, value in _flatten(run.config.to_dict()).items():
+        for key, value in flatten_config(run.config.to_dict()).items():
             if key == "model.kwargs":
                 for name, setting in value.items():
                     words += _spelled(f"model.kwargs.{name}", setting, flags)

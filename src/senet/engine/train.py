@@ -127,17 +127,17 @@ def prepare_config(
     if saved is not None and saved.is_file():
         base = RunConfig.from_dict(yaml.safe_load(saved.read_text()))
         config = base.replace(overrides)
-        before, after = _flatten(base.to_dict()), _flatten(config.to_dict())
+        before, after = flatten_config(base.to_dict()), flatten_config(config.to_dict())
         changes = [f"{key}: {before.get(key)} -> {after.get(key)}" for key in after if before.get(key) != after.get(key)]
         return config, changes
     return resolve_config(recipe or "paper-imagenet", overrides, notes=notes), []
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict) and not (prefix + key).endswith("kwargs"):
-            out |= _flatten(value, f"{prefix}{key}.")
+            out |= flatten_config(value, f"{prefix}{key}.")
         else:
             out[prefix + key] = value
     return out
