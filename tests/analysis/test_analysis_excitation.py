@@ -47,7 +47,7 @@ def test_per_class_means_equal_the_excitations_computed_directly():
         assert ((0 < stats.per_class[name]) & (stats.per_class[name] < 1)).all()  # sigmoid gate
     for name in blocks:  # the spread between classes, averaged over channels
         expected = stats.per_class[name].std(0, unbiased=False).mean()
-        assert stats.class_specificity(name) == pytest.approx(float(expected), rel=1e-6) and expected > 0
+        assert stats.class_spread(name) == pytest.approx(float(expected), rel=1e-6) and expected > 0
 
 
 def test_max_images_and_models_without_se():

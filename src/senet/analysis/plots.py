@@ -1,5 +1,5 @@
 """PNG figures with matplotlib's Agg renderer (no display, no global backend switch): training curves and
-per-class mean excitation per SE block (the paper's Fig. 6)."""
+per-class excitation per SE block (the paper's Figs. 6 and 7)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from senet.analysis.excitation import ExcitationStats
+from senet.analysis.excitation import PAPER_CHANNELS, ExcitationStats, sample_channels
 
 
 def _figure(width: float, height: float) -> Any:
@@ -42,39 +42,65 @@ def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: 
     return path
 
 
-def plot_excitations(stats: ExcitationStats, path: str | Path, *, title: str = "", max_channels: int = 64) -> Path:
-    """One panel per SE block: mean excitation per channel for each class (thin lines) and overall (black).
-
-    As in the paper's Fig. 6, up to `max_channels` channels are shown (the first ones), so that wide blocks
-    stay readable.
-    """
-    blocks = stats.blocks
-    columns = min(3, len(blocks))
-    rows = math.ceil(len(blocks) / columns)
+def _block_axes(count: int, title: str) -> tuple[Any, Any]:
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
     figure = _figure(4.2 * columns, 2.9 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    colours = [f"C{i % 10}" for i in range(len(stats.classes))]
-    for axis, block in zip(axes, blocks):
-        values = stats.per_class[block][:, :max_channels]
-        channels = range(values.shape[1])
-        for index, name in enumerate(stats.classes):
-            if stats.counts[index] > 0:
-                axis.plot(channels, values[index].numpy(), color=colours[index], linewidth=0.8, alpha=0.8, label=name)
-        axis.plot(channels, stats.mean(block)[:max_channels].numpy(), color="black", linewidth=1.6, label="all")
-        axis.set_title(f"{block}  (class spread {stats.class_specificity(block):.3f})", fontsize=9)
-        axis.set_xlabel("channel index", fontsize=8)
-        axis.tick_params(labelsize=7)
-    for axis in axes[len(blocks) :]:
+    for axis in axes[count:]:
         axis.set_visible(False)
-    axes[0].set_ylabel("mean excitation", fontsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=min(11, len(labels)), fontsize=7, frameon=False)
     if title:
         figure.suptitle(title, fontsize=10)
+    return figure, axes
+
+
+def _finish_block_figure(figure: Any, axes: Any, path: str | Path, ylabel: str) -> Path:
+    axes[0].set_ylabel(ylabel, fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(11, len(labels)), fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     path = Path(path)
     figure.savefig(path)
     return path
+
+
+def plot_excitations(stats: ExcitationStats, path: str | Path, *, title: str = "", channels: int = PAPER_CHANNELS) -> Path:
+    """The paper's Fig. 6: one panel per SE block, the mean excitation of each class (thin lines) and of all
+    images (black) over `channels` channels sampled evenly from the block's."""
+    figure, axes = _block_axes(len(stats.blocks), title)
+    colours = [f"C{i % 10}" for i in range(len(stats.classes))]
+    for axis, block in zip(axes, stats.blocks):
+        sampled = sample_channels(stats.per_class[block].shape[1], channels)
+        values = stats.per_class[block][:, sampled]
+        for index, name in enumerate(stats.classes):
+            if stats.counts[index] > 0:
+                axis.plot(sampled, values[index].numpy(), color=colours[index], linewidth=0.8, alpha=0.8, label=name)
+        axis.plot(sampled, stats.mean(block)[sampled].numpy(), color="black", linewidth=1.6, label="all")
+        axis.set_title(f"{block}  (class spread {stats.class_spread(block):.3f})", fontsize=9)
+        axis.set_xlabel("channel index", fontsize=8)
+        axis.tick_params(labelsize=7)
+    return _finish_block_figure(figure, axes, path, "mean excitation")
+
+
+def plot_excitation_spread(
+    stats: ExcitationStats, path: str | Path, classes: Sequence[int], *, title: str = "", channels: int = PAPER_CHANNELS
+) -> Path:
+    """The paper's Fig. 7: one panel per SE block, for each of `classes` (indices) the mean excitation over
+    its images with a band of ± one standard deviation, over `channels` sampled channels."""
+    figure, axes = _block_axes(len(stats.blocks), title)
+    for axis, block in zip(axes, stats.blocks):
+        sampled = sample_channels(stats.per_class[block].shape[1], channels)
+        for colour, index in enumerate(classes):
+            if stats.counts[index] == 0:
+                continue
+            mean = stats.per_class[block][index, sampled].numpy()
+            std = stats.per_class_std[block][index, sampled].numpy()
+            axis.plot(sampled, mean, color=f"C{colour % 10}", linewidth=1.0, label=stats.classes[index])
+            axis.fill_between(sampled, mean - std, mean + std, color=f"C{colour % 10}", alpha=0.2, linewidth=0)
+        axis.set_title(block, fontsize=9)
+        axis.set_xlabel("channel index", fontsize=8)
+        axis.tick_params(labelsize=7)
+    return _finish_block_figure(figure, axes, path, "excitation (mean ± std)")
 
 
 def plot_ablation(

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from senet.engine.pool import threads_per_job, train_one, worker_pool
 from senet.engine.train import METRICS_FILE, prepare_config
 from senet.errors import ConfigError
@@ -48,12 +46,14 @@ def run_demo(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train both networks, print the comparison table, write curves.png and excitation.png to `output`.
+    """Train both networks, print the comparison table, write curves.png and the SE network's excitation
+    study (`senet analyze excitation` over every validation image: excitation.json, .png, _spread.png) to `output`.
 
     An earlier demo's runs in `output` are kept (ConfigError) unless `overwrite`, as `senet train` does.
     """
     from senet.analysis import complexity
-    from senet.analysis.plots import plot_excitations, plot_training_curves
+    from senet.analysis.excitation import excitation_study
+    from senet.analysis.plots import plot_training_curves
     from senet.data import open_data
 
     output = Path(output)
@@ -132,32 +132,16 @@ def run_demo(
     # Figures: curves of both runs; per-class excitation of the SE network on the validation images.
     curves = plot_training_curves({name: runs[name].history for name in MODELS}, output / "curves.png")
     se_name = MODELS[0]
-    excitation = _excitations(models[se_name], output / se_name)
-    excitation_png = plot_excitations(
-        excitation, output / "excitation.png", title=f"{se_name} on digits: mean excitation per class (paper Fig. 6)"
-    )
-    spread = ", ".join(f"{block} {excitation.class_specificity(block):.3f}" for block in excitation.blocks)
-    log(f"class spread of the excitation per SE block (std over classes, mean over channels): {spread}")
-    log(f"figures: {curves} (training curves), {excitation_png} (mean excitation per SE block)")
+    excitation = excitation_study(output / se_name, output=output, images_per_class=None, overwrite=True, device="cpu",
+                                  progress=False, title=f"{se_name} on digits")
+    excitation_png = excitation.figures[0]
+    log(excitation.summary())
+    log(f"figures: {curves} (training curves), {excitation_png} and {excitation.figures[1]} (excitation per SE block, "
+        f"Figs. 6-7; the numbers: {excitation.json_path})")
     log(f"runs: {output / MODELS[0]}, {output / MODELS[1]} (config.yaml, metrics.jsonl, model.safetensors)")
     summary = {"rows": rows, "wall_seconds": wall, "curves": str(curves), "excitation": str(excitation_png)}
     (output / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _excitations(model: torch.nn.Module, run_dir: Path) -> Any:
-    """Per-class mean excitation of `model` over the validation images of its run."""
-    from senet.analysis.excitation import collect_excitations
-    from senet.data import AugmentedDataset, EvalSampler, EvalTransform, Normalize, make_loader, open_data
-    from senet.engine.checkpoint import read_weights_meta
-    from senet.engine.evaluate import device_batches
-
-    meta = read_weights_meta(run_dir / "model.safetensors")
-    val = open_data(meta["data"]).val
-    dataset = AugmentedDataset(val, EvalTransform(meta["input_size"], meta["eval_crop_fraction"], mode=val.pil_mode))
-    loader = make_loader(dataset, EvalSampler(len(dataset)), batch_size=128)
-    batches = device_batches(loader, Normalize(meta["mean"], meta["std"]))
-    return collect_excitations(model, batches, len(meta["classes"]), classes=meta["classes"])
 
 
 def _report_epochs(name: str, rows: list[dict[str, Any]], done: int, total: int, log: Callable[[str], None]) -> int:

@@ -5,7 +5,7 @@ and `senet eval`, which rebuilds a trained model from its checkpoint's metadata 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,6 +154,75 @@ def model_from_meta(state: dict[str, Tensor], meta: dict[str, Any], source: Path
     return model
 
 
+@dataclass
+class EvalPipeline:
+    """What `senet eval` evaluates: the network of a checkpoint on `device`, its metadata, and the loader and
+    normalisation of a validation split exactly as `senet eval` reads it (the analyses reuse all of it)."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    source: Path
+    data: str
+    input_size: int
+    images: ImageSet
+    loader: torch.utils.data.DataLoader
+    normalize: Normalize
+
+
+def open_checkpoint(checkpoint: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict[str, Any], Path]:
+    """(network, senet metadata, file) of any checkpoint `senet.load_model` reads (see `interop.load`)."""
+    from senet.interop.load import load_for_evaluation  # (interop reads senet's files through this module)
+
+    return load_for_evaluation(checkpoint, ema=ema)
+
+
+def eval_pipeline(
+    checkpoint: str | Path,
+    data: str | None = None,
+    *,
+    input_size: int | None = None,
+    batch_size: int = 128,
+    workers: int = 4,
+    device: torch.device | str = "cpu",
+    ema: bool = False,
+    env: DistEnv | None = None,
+    select: Callable[[ImageSet], list[int]] | None = None,
+) -> EvalPipeline:
+    """The network of `checkpoint` on `device` and the val split of `data` (default: the data the run was
+    trained on, as its metadata records), preprocessed as in evaluation (Sec. 5.1: resize, centre crop).
+
+    `env` shards the split across torchrun's processes; `select` picks the positions of the images to keep."""
+    model, meta, source = open_checkpoint(checkpoint, ema=ema)
+    if data is None:
+        data = meta.get("data")
+        if not data:
+            raise ConfigError(f"{source} does not record the data it was trained on; pass --data")
+    if input_size is not None:
+        from senet.models import create_model
+
+        with torch.device("meta"):
+            check_input_size(create_model(meta["model"], **meta.get("kwargs", {})), meta["model"], input_size)
+    env = env or DistEnv()
+    torch_device = torch.device(device)
+    size = input_size or int(meta.get("input_size") or model.default_input_size[-1])
+    val, spec = open_eval_data(data, default_size=size)
+    check_classes(meta, val, data, folder=spec.kind == "folder")
+    transform = EvalTransform(size, float(meta.get("eval_crop_fraction", 0.875)), mode=val.pil_mode)
+    dataset = AugmentedDataset(val, transform)
+    sampler: Iterable[tuple[int, int]] = EvalSampler(len(dataset), rank=env.rank, world_size=env.world_size)
+    if select is not None:
+        sampler = [(index, 0) for index in select(val)[env.rank :: env.world_size]]
+    loader = make_loader(dataset, sampler, batch_size=batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
+    normalize = Normalize(meta.get("mean") or val.mean, meta.get("std") or val.std, torch_device)
+    model.to(torch_device)
+    return EvalPipeline(model, meta, source, data, size, val, loader, normalize)
+
+
+def result_row(result: EvalResult) -> dict[str, Any]:
+    """An evaluation as `senet eval --json` reports it (floats to 4 decimals)."""
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.as_dict().items()}
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data: str | None = None,
@@ -168,62 +237,21 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Top-1 / top-5 error, loss, image count and throughput of a checkpoint on the val split of `data`
     (default: the data the run was trained on, as its metadata records)."""
-    state, meta, source = resolve_weights(checkpoint, ema=ema)
-    if data is None:
-        data = meta.get("data")
-        if not data:
-            raise ConfigError(f"{source} does not record the data it was trained on; pass --data")
-    model = model_from_meta(state, meta, source)
-    if input_size is not None:
-        from senet.models import create_model
-
-        with torch.device("meta"):
-            check_input_size(create_model(meta["model"], **meta.get("kwargs", {})), meta["model"], input_size)
     env = DistEnv.from_environ()
     torch_device = resolve_device(device, env)
     init_process_group(env, torch_device)  # under torchrun each process evaluates a shard; the sums are shared
     try:
-        return _evaluate_checkpoint(model, meta, source, data, env, torch_device, input_size=input_size,
-                                    batch_size=batch_size, workers=workers, amp=amp, skip_bad_images=skip_bad_images)
+        pipeline = eval_pipeline(checkpoint, data, input_size=input_size, batch_size=batch_size, workers=workers,
+                                 device=torch_device, ema=ema, env=env)
+        result = evaluate(pipeline.model, pipeline.loader, pipeline.normalize, amp=amp, skip_bad_images=skip_bad_images)
     finally:
         shutdown()
-
-
-def _evaluate_checkpoint(
-    model: nn.Module,
-    meta: dict[str, Any],
-    source: Path,
-    data: str,
-    env: DistEnv,
-    torch_device: torch.device,
-    *,
-    input_size: int | None,
-    batch_size: int,
-    workers: int,
-    amp: str,
-    skip_bad_images: bool,
-) -> dict[str, Any]:
-    size = input_size or int(meta.get("input_size") or model.default_input_size[-1])
-    val, spec = open_eval_data(data, default_size=size)
-    check_classes(meta, val, data, folder=spec.kind == "folder")
-    transform = EvalTransform(size, float(meta.get("eval_crop_fraction", 0.875)), mode=val.pil_mode)
-    dataset = AugmentedDataset(val, transform)
-    loader = make_loader(
-        dataset,
-        EvalSampler(len(dataset), rank=env.rank, world_size=env.world_size),
-        batch_size=batch_size,
-        workers=workers,
-        pin_memory=torch_device.type == "cuda",
-    )
-    normalize = Normalize(meta.get("mean") or val.mean, meta.get("std") or val.std, torch_device)
-    model.to(torch_device)
-    result = evaluate(model, loader, normalize, amp=amp, skip_bad_images=skip_bad_images)
     return {
-        "model": meta["model"],
-        "checkpoint": str(source),
-        "data": data,
-        "input_size": size,
-        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.as_dict().items()},
+        "model": pipeline.meta["model"],
+        "checkpoint": str(pipeline.source),
+        "data": pipeline.data,
+        "input_size": pipeline.input_size,
+        **result_row(result),
     }
 
 

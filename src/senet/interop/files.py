@@ -157,7 +157,7 @@ def read_weights(path: str | Path, *, ema: bool = False) -> WeightsFile:
     path = Path(path).expanduser()
     if not path.exists():
         raise WeightsFileError(
-            f"{path} does not exist; give a senet run or checkpoint folder, a hub folder (config.json + weights) "
+            f"checkpoint {path} does not exist; give a senet run or checkpoint folder, a hub folder (config.json + weights) "
             "or a weights file (.safetensors, .pth, .pt, .bin)"
         )
     if path.is_dir():

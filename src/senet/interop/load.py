@@ -155,6 +155,20 @@ def load_model(path: str | Path, *, source: str = "auto", model: str | None = No
     return load_pretrained(path, source=source, model=model, **kwargs).model
 
 
+def load_for_evaluation(path: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict[str, Any], Path]:
+    """(network, senet metadata, file) of any checkpoint `load_model` reads, for `senet eval` and `senet analyze`:
+    senet's own files rebuilt from their metadata (`model_from_meta`), any other from what it was recognised
+    as, with the metadata a `senet convert` of it would carry (`Pretrained.meta`)."""
+    from senet.engine.evaluate import model_from_meta
+
+    recognised, weights = recognise_file(path, ema=ema)
+    if "model" in weights.meta:
+        return model_from_meta(weights.state_dict, weights.meta, weights.path), weights.meta, weights.path
+    network, notes = build_network(recognised, weights.path)
+    meta = Pretrained(network, recognised, pretrained_cfg(recognised, weights, network), notes).meta()
+    return network, meta, weights.path
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
