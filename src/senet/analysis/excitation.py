@@ -336,9 +336,9 @@ def excitation_study(
     json_path = output / RESULTS[0]
     json_path.write_text(json.dumps(result, indent=1))
     figures = [
-        plot_excitations(stats, output / RESULTS[1], title=f"{label}: mean excitation per class (paper Fig. 6)", channels=channels),
+        plot_excitations(stats, output / RESULTS[1], title=f"{label}\nmean excitation per class (paper Fig. 6)", channels=channels),
         plot_excitation_spread(stats, output / RESULTS[2], spread_classes, channels=channels,
-                               title=f"{label}: excitation mean ± std over the images of a class (paper Fig. 7)"),
+                               title=f"{label}\nexcitation: mean ± std over the images of a class (paper Fig. 7)"),
     ]
     return ExcitationStudy(stats, json_path, figures, meta["model"], int(stats.counts.sum()))
 
