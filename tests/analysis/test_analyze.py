@@ -152,9 +152,9 @@ def test_a_checkpoint_without_se_is_a_one_line_error(tmp_path, capsys):
 # -- se-drop ---------------------------------------------------------------------------------------
 
 
-def se_drop(run, capsys, *extra):
+def se_drop(run, capsys, *extra, data=DATA):
     capsys.readouterr()
-    assert main(["analyze", "se-drop", "--checkpoint", str(run), "--data", DATA, "--json", "-q", "--workers", "0", *extra]) == 0
+    assert main(["analyze", "se-drop", "--checkpoint", str(run), "--data", data, "--json", "-q", "--workers", "0", *extra]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -247,3 +247,18 @@ def test_se_drop_prints_a_table(run, capsys):
     assert main(["analyze", "se-drop", "--checkpoint", str(run), "--data", DATA, "-q"]) == 0
     out = capsys.readouterr().out
     assert "nothing (intact)" in out and "stage 4 (layer3)" in out and "SE_2_1 .. SE_4_3 (9 blocks)" in out
+
+
+def test_a_checkpoint_of_another_library_is_analysed_as_senet_eval_reads_it(tmp_path, capsys):
+    from tests.interop.checkpoint_files import hub_folder, network
+
+    hub = hub_folder(tmp_path / "hub", network("se_resnet18", layout="torchvision"))  # timm's seresnet18 files
+    data = "synthetic:train=4,val=8,size=32,classes=4"
+    drop = se_drop(hub, capsys, data=data)
+    assert main(["eval", "--checkpoint", str(hub), "--data", data, "--json", "--workers", "0"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert (drop["rows"][0]["top1_err"], drop["rows"][0]["loss"]) == (evaluated["top1_err"], evaluated["loss"])
+    assert drop["model"] == evaluated["model"] == "se_resnet18" and len(drop["rows"]) == 1 + 4 + 8
+    assert main(["analyze", "excitation", "--checkpoint", str(hub), "--data", data, "--output", str(tmp_path / "o"),
+                 "--blocks", "SE_5_2", "-q"]) == 0
+    assert [b["name"] for b in json.loads((tmp_path / "o" / "excitation.json").read_text())["blocks"]] == ["SE_5_2"]
