@@ -1,6 +1,16 @@
-"""Analysis: complexity counts, excitation statistics, ablations."""
+"""Analysis: complexity counts, excitation statistics, SE switched off, ablations."""
 
 from senet.analysis.complexity import Complexity, StageComplexity, complexity, count_params
-from senet.analysis.excitation import ExcitationStats, collect_excitations, se_blocks
+from senet.analysis.excitation import ExcitationStats, collect_excitations, override_excitation, se_blocks, select_blocks
 
-__all__ = ["Complexity", "ExcitationStats", "StageComplexity", "collect_excitations", "complexity", "count_params", "se_blocks"]
+__all__ = [
+    "Complexity",
+    "ExcitationStats",
+    "StageComplexity",
+    "collect_excitations",
+    "complexity",
+    "count_params",
+    "override_excitation",
+    "se_blocks",
+    "select_blocks",
+]

@@ -305,15 +305,15 @@ def excitation_study(
     the images of `classes`, default the first four)."""
     from senet.analysis.plots import plot_excitation_spread, plot_excitations
     from senet.engine.distributed import DistEnv, resolve_device
-    from senet.engine.evaluate import device_batches, eval_pipeline
+    from senet.engine.evaluate import device_batches, eval_pipeline, open_checkpoint
 
     output = Path(output)
     check_results_free(output, overwrite)
     torch_device = resolve_device(device, DistEnv())
-    pipeline = eval_pipeline(checkpoint, data, batch_size=batch_size, workers=workers, device=torch_device,
+    model, meta, source = opened = open_checkpoint(checkpoint)
+    chosen = list(select_blocks(model, blocks, what=f"{source} ({meta['model']})"))  # before reading any data
+    pipeline = eval_pipeline(opened, data, batch_size=batch_size, workers=workers, device=torch_device,
                              select=lambda images: images_per_class_of(images, images_per_class))
-    meta = pipeline.meta
-    chosen = list(select_blocks(pipeline.model, blocks, what=f"{pipeline.source} ({meta['model']})"))
     names = list(meta.get("classes") or pipeline.images.classes)
     spread_classes = _class_indices(names, classes)
     loader = progress_bar(pipeline.loader, len(pipeline.loader.sampler), "excitation", disable=not progress)

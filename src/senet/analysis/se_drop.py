@@ -128,15 +128,15 @@ def se_drop_study(
     """The intact network, each stage's SE switched off, and the SE of the last blocks switched off
     cumulatively, each evaluated as `senet eval` evaluates (Sec. 7.2)."""
     from senet.engine.distributed import DistEnv, resolve_device
-    from senet.engine.evaluate import eval_pipeline, evaluate, result_row
+    from senet.engine.evaluate import eval_pipeline, evaluate, open_checkpoint, result_row
     from senet.errors import check_choice
 
     check_choice("--replace", replace, REPLACEMENTS)
     torch_device = resolve_device(device, DistEnv())
-    pipeline = eval_pipeline(checkpoint, data, input_size=input_size, batch_size=batch_size, workers=workers,
+    model, meta, source = opened = open_checkpoint(checkpoint)
+    blocks = select_blocks(model, None, what=f"{source} ({meta['model']})")  # before reading any data
+    pipeline = eval_pipeline(opened, data, input_size=input_size, batch_size=batch_size, workers=workers,
                              device=torch_device)
-    model, meta = pipeline.model, pipeline.meta
-    blocks = select_blocks(model, None, what=f"{pipeline.source} ({meta['model']})")
     images = len(pipeline.loader.sampler)
     groups = [("stage", label, names) for label, names in stage_groups(model, meta["model"], meta.get("kwargs", {})).items()]
     groups += [("cumulative", label, names) for label, names in cumulative_groups(list(blocks)).items()]

@@ -177,7 +177,7 @@ def open_checkpoint(checkpoint: str | Path, *, ema: bool = False) -> tuple[nn.Mo
 
 
 def eval_pipeline(
-    checkpoint: str | Path,
+    checkpoint: str | Path | tuple[nn.Module, dict[str, Any], Path],
     data: str | None = None,
     *,
     input_size: int | None = None,
@@ -191,8 +191,9 @@ def eval_pipeline(
     """The network of `checkpoint` on `device` and the val split of `data` (default: the data the run was
     trained on, as its metadata records), preprocessed as in evaluation (Sec. 5.1: resize, centre crop).
 
-    `env` shards the split across torchrun's processes; `select` picks the positions of the images to keep."""
-    model, meta, source = open_checkpoint(checkpoint, ema=ema)
+    `checkpoint` may also be what `open_checkpoint` returned. `env` shards the split across torchrun's
+    processes; `select` picks the positions of the images to keep."""
+    model, meta, source = checkpoint if isinstance(checkpoint, tuple) else open_checkpoint(checkpoint, ema=ema)
     if data is None:
         data = meta.get("data")
         if not data:
