@@ -708,7 +708,7 @@ def cmd_analyze_excitation(args: argparse.Namespace) -> int:
     study = excitation_study(
         args.checkpoint, args.data, output=output, blocks=blocks, images_per_class=args.images_per_class or None,
         channels=args.channels, classes=classes, batch_size=args.batch_size, workers=args.workers, device=args.device,
-        overwrite=args.overwrite, progress=not args.quiet,
+        ema=args.ema, overwrite=args.overwrite, progress=not args.quiet,
     )
     print(f"{study.model}: excitation of {len(study.stats.blocks)} SE blocks over {study.images} images")
     print(study.summary())
@@ -721,7 +721,7 @@ def cmd_analyze_se_drop(args: argparse.Namespace) -> int:
 
     study = se_drop_study(
         args.checkpoint, args.data, replace=args.replace, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, amp=args.amp, input_size=args.input_size, progress=not args.quiet,
+        device=args.device, amp=args.amp, input_size=args.input_size, ema=args.ema, progress=not args.quiet,
     )
     print(json.dumps(study.as_dict(), indent=1) if args.json else study.format())
     return 0
@@ -741,8 +741,9 @@ def add_analyze_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
         p.add_argument("--data", help="same forms as for train; its validation split is used "
                        "(default: the data the run was trained on)")
         add_batch_size_arg(p, default=128)
-        add_workers_arg(p, default=0, help="data loader processes (0: in this process)")
+        add_workers_arg(p, default=4)
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        p.add_argument("--ema", action="store_true", help="analyse the EMA weights")
 
     p = studies.add_parser("excitation", help="per-class excitation per SE block (Figs. 6-7): JSON and PNGs",
                            description="The excitation s of the SE blocks over the first N validation images of "

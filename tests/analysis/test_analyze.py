@@ -65,7 +65,7 @@ def naive_excitations(model, images):
 def test_excitation_json_equals_an_independent_computation(run, tmp_path, capsys):
     out = tmp_path / "exc"
     argv = ["analyze", "excitation", "--checkpoint", str(run), "--data", DATA, "--images-per-class", "3",
-            "--channels", "5", "--output", str(out), "-q"]
+            "--channels", "5", "--output", str(out), "-q", "-j", "0"]
     assert main(argv) == 0
     assert "class spread" in capsys.readouterr().out
     result = json.loads((out / "excitation.json").read_text())
@@ -95,7 +95,7 @@ def test_excitation_json_equals_an_independent_computation(run, tmp_path, capsys
 
 def test_excitation_blocks_filter_overwrite_and_all_images(run, tmp_path, capsys):
     out = tmp_path / "exc"
-    base = ["analyze", "excitation", "--checkpoint", str(run / "model.safetensors"), "--data", DATA, "--output", str(out), "-q"]
+    base = ["analyze", "excitation", "--checkpoint", str(run / "model.safetensors"), "--data", DATA, "--output", str(out), "-q", "-j", "0"]
     assert main(base + ["--blocks", "SE_4_2", "layer1.0.se"]) == 0
     result = json.loads((out / "excitation.json").read_text())
     assert [(b["name"], b["module"]) for b in result["blocks"]] == [("SE_2_1", "layer1.0.se"), ("SE_4_2", "layer3.1.se")]
@@ -121,7 +121,7 @@ def test_excitation_blocks_filter_overwrite_and_all_images(run, tmp_path, capsys
     ],
 )
 def test_excitation_user_errors_are_one_line(run, tmp_path, capsys, extra, message):
-    argv = ["analyze", "excitation", "--checkpoint", str(run), "--data", DATA, "--output", str(tmp_path / "o"), "-q"]
+    argv = ["analyze", "excitation", "--checkpoint", str(run), "--data", DATA, "--output", str(tmp_path / "o"), "-q", "-j", "0"]
     assert main(argv + extra) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
@@ -244,7 +244,7 @@ def test_replace_mean_is_a_constant_scale_folded_into_the_last_bn(run, capsys):
 
 
 def test_se_drop_prints_a_table(run, capsys):
-    assert main(["analyze", "se-drop", "--checkpoint", str(run), "--data", DATA, "-q"]) == 0
+    assert main(["analyze", "se-drop", "--checkpoint", str(run), "--data", DATA, "-q", "-j", "0"]) == 0
     out = capsys.readouterr().out
     assert "nothing (intact)" in out and "stage 4 (layer3)" in out and "SE_2_1 .. SE_4_3 (9 blocks)" in out
 
@@ -260,5 +260,5 @@ def test_a_checkpoint_of_another_library_is_analysed_as_senet_eval_reads_it(tmp_
     assert (drop["rows"][0]["top1_err"], drop["rows"][0]["loss"]) == (evaluated["top1_err"], evaluated["loss"])
     assert drop["model"] == evaluated["model"] == "se_resnet18" and len(drop["rows"]) == 1 + 4 + 8
     assert main(["analyze", "excitation", "--checkpoint", str(hub), "--data", data, "--output", str(tmp_path / "o"),
-                 "--blocks", "SE_5_2", "-q"]) == 0
+                 "--blocks", "SE_5_2", "-q", "-j", "0"]) == 0
     assert [b["name"] for b in json.loads((tmp_path / "o" / "excitation.json").read_text())["blocks"]] == ["SE_5_2"]

@@ -295,6 +295,7 @@ def excitation_study(
     batch_size: int = 128,
     workers: int = 0,
     device: str = "auto",
+    ema: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     title: str | None = None,
@@ -310,7 +311,7 @@ def excitation_study(
     output = Path(output)
     check_results_free(output, overwrite)
     torch_device = resolve_device(device, DistEnv())
-    model, meta, source = opened = open_checkpoint(checkpoint)
+    model, meta, source = opened = open_checkpoint(checkpoint, ema=ema)
     chosen = list(select_blocks(model, blocks, what=f"{source} ({meta['model']})"))  # before reading any data
     pipeline = eval_pipeline(opened, data, batch_size=batch_size, workers=workers, device=torch_device,
                              select=lambda images: images_per_class_of(images, images_per_class))

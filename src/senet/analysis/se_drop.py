@@ -123,6 +123,7 @@ def se_drop_study(
     device: str = "auto",
     amp: str = "none",
     input_size: int | None = None,
+    ema: bool = False,
     progress: bool = True,
 ) -> DropStudy:
     """The intact network, each stage's SE switched off, and the SE of the last blocks switched off
@@ -133,7 +134,7 @@ def se_drop_study(
 
     check_choice("--replace", replace, REPLACEMENTS)
     torch_device = resolve_device(device, DistEnv())
-    model, meta, source = opened = open_checkpoint(checkpoint)
+    model, meta, source = opened = open_checkpoint(checkpoint, ema=ema)
     blocks = select_blocks(model, None, what=f"{source} ({meta['model']})")  # before reading any data
     pipeline = eval_pipeline(opened, data, input_size=input_size, batch_size=batch_size, workers=workers,
                              device=torch_device)
