@@ -10,7 +10,7 @@ from senet import complexity, load_model
 from senet.analysis.complexity import count_params
 from senet.analysis.excitation import override_excitation, se_blocks
 from senet.cli import main
-from senet.data import AugmentedDataset, EvalSampler, EvalTransform, Normalize, make_loader
+from senet.data import AugmentedDataset, EvalTransform, Normalize
 from senet.data.spec import open_eval_data
 from senet.engine.checkpoint import save_weights
 from senet.engine.evaluate import eval_pipeline, evaluate

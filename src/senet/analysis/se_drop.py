@@ -100,8 +100,8 @@ def cumulative_groups(names: Sequence[str]) -> dict[str, list[str]]:
     return groups
 
 
-def mean_excitations(blocks: dict[str, SqueezeExcitation]) -> tuple[dict[str, list[Tensor]], list[Any]]:
-    """Hooks that record each block's s (N, C) while the network runs; returns (the records, the hook handles)."""
+def record_excitation_sums(blocks: dict[str, SqueezeExcitation]) -> tuple[dict[str, list[Tensor]], list[Any]]:
+    """Hooks recording each block's s summed over each batch, (C,) a batch, while the network runs: (records, handles)."""
     records: dict[str, list[Tensor]] = {name: [] for name in blocks}
 
     def hook(name: str):
@@ -147,7 +147,7 @@ def se_drop_study(
         loader = progress_bar(pipeline.loader, images, label, disable=not progress)
         return result_row(evaluate(model, loader, pipeline.normalize, amp=amp))
 
-    records, handles = mean_excitations(blocks) if replace == "mean" else ({}, [])
+    records, handles = record_excitation_sums(blocks) if replace == "mean" else ({}, [])
     try:
         intact = run("intact")
     finally:
