@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from senet.errors import check_choice
 from senet.layers import SEConfig, SEResidualUnit
 from senet.models.base import BATCHNORM, CONV, ImageClassifier, init_weights_he
-from senet.models.registry import check_kwargs, pop_se_config, register_model
+from senet.models.blocks import build_model
+from senet.models.registry import register_model
 from senet.models.resnet import BasicBlock
 
 STAGES = (2, 3, 4)
@@ -133,6 +134,7 @@ class CifarResNet(ImageClassifier):
         se: SEConfig | None = None,
         zero_init_last: bool = False,
         dims: int = 2,
+        name: str = "cifar_resnet",
     ) -> None:
         super().__init__()
         check_choice("shortcut", shortcut, SHORTCUTS)
@@ -186,13 +188,13 @@ class CifarResNet(ImageClassifier):
         return self.final(x)
 
 
-USER_KWARGS = ("num_classes", "in_chans", "drop_rate", "shortcut", "zero_init_last")
+# Keywords a user may pass to every CIFAR ResNet beyond the common ones (`blocks.USER_KWARGS`).
+OPTIONS = ("shortcut", "zero_init_last")
 
 
 def build_cifar(name: str, se: bool, kwargs: dict[str, Any], **arch: Any) -> CifarResNet:
-    se_config = pop_se_config(name, kwargs, se=se, defaults=CIFAR_SE_DEFAULTS)
-    check_kwargs(name, kwargs, USER_KWARGS)
-    return CifarResNet(se=se_config, **arch, **kwargs)
+    """Build the CIFAR network `arch` with the user's `kwargs` (`blocks.build_model`)."""
+    return build_model(CifarResNet, name, se, kwargs, extra_kwargs=OPTIONS, se_defaults=CIFAR_SE_DEFAULTS, **arch)
 
 
 # He et al. 2016 Sec. 4.2: depth 6n + 2, n basic blocks per stage.

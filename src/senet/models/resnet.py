@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from senet.errors import ConfigError, check_choice
 from senet.layers import SEConfig, SEResidualUnit
 from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, init_weights_he
-from senet.models.registry import check_kwargs, pop_se_config, register_model
+from senet.models.blocks import build_model
+from senet.models.registry import register_model
 
 LAYOUTS = ("paper", "torchvision")
 STAGES = (2, 3, 4, 5)
@@ -194,6 +195,7 @@ class ResNet(ImageClassifier):
         se: SEConfig | None = None,
         zero_init_last: bool = False,
         dims: int = 2,
+        name: str = "resnet",
     ) -> None:
         super().__init__()
         check_choice("layout", layout, LAYOUTS)
@@ -264,14 +266,13 @@ class ResNet(ImageClassifier):
         return self.layer4(x)
 
 
-USER_KWARGS = ("num_classes", "in_chans", "drop_rate", "layout", "zero_init_last", "relu_before_se")
+# Keywords a user may pass to every ResNet beyond the common ones (`blocks.USER_KWARGS`).
+OPTIONS = ("layout", "zero_init_last", "relu_before_se")
 
 
 def build_resnet(name: str, se: bool, kwargs: dict[str, Any], **arch: Any) -> ResNet:
-    """Build the ResNet `arch` (fixed by the model's name) with the user's `kwargs`."""
-    se_config = pop_se_config(name, kwargs, se=se)
-    check_kwargs(name, kwargs, USER_KWARGS)
-    return ResNet(se=se_config, **arch, **kwargs)
+    """Build the ResNet `arch` (fixed by the model's name) with the user's `kwargs` (`blocks.build_model`)."""
+    return build_model(ResNet, name, se, kwargs, extra_kwargs=OPTIONS, **arch)
 
 
 # Table 1 and Sec. 5.1. Each plain network and its SE twin differ only in `se`.
