@@ -14,6 +14,8 @@ import senet
 from senet.bench import saved_storages
 from senet.layers import SEConfig, SqueezeExcitation, merge, se_impl, set_se_impl
 from senet.layers.merge import batch_norm_affine
+from senet.models.cifar import PreActBottleneck, WideBasic
+from senet.models.inception_resnet import block35
 from senet.models.resnet import BasicBlock, Bottleneck
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
@@ -46,22 +48,24 @@ def assert_same(module: nn.Module, inputs: list[torch.Tensor], tol: float = 1e-1
 # --- the autograd function -------------------------------------------------------------------------
 
 
-def _op(c, alpha, beta, s, skip, relu):
-    return torch.ops.senet.se_merge(c * 1.0, alpha, beta, s, skip, relu)  # c * 1.0: not a leaf
+def _op(c, alpha, beta, s, skip, relu, keep_skip=False):
+    return torch.ops.senet.se_merge(c * 1.0, alpha, beta, s, skip, relu, keep_skip)  # c * 1.0: not a leaf
 
 
 @pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("affine", [False, True, "keep_skip"])
 @pytest.mark.parametrize("shape", [(2, 3, 4), (2, 3, 3, 2), (2, 2, 2, 2, 2), (3, 3, 2, 2)])
 def test_gradcheck(relu, affine, shape):
-    """The merge op act((c * alpha + beta) * s + skip), alpha and beta per channel (or none), s per (n, c)."""
+    """The merge op act((c * alpha + beta) * s + skip), alpha and beta per channel (or none), s per (n, c);
+    "keep_skip": no affine, x rebuilt from the output and the shortcut in the backward pass."""
+    keep_skip, affine = affine == "keep_skip", affine is True
     c = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     skip = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     s = torch.rand(shape[:2], dtype=torch.float64).add(0.05).requires_grad_()
     alpha = torch.rand(shape[1], dtype=torch.float64).add(0.5).requires_grad_() if affine else None
     beta = torch.randn(shape[1], dtype=torch.float64, requires_grad=True) if affine else None
     inputs = (c, alpha, beta, s, skip)
-    assert torch.autograd.gradcheck(lambda *t: _op(*t, relu), inputs)
+    assert torch.autograd.gradcheck(lambda *t: _op(*t, relu, keep_skip), inputs)
     view = shape[:2] + (1,) * (len(shape) - 2)
     x = c if alpha is None else c * alpha.view(1, -1, *view[2:]) + beta.view(1, -1, *view[2:])
     reference = x * s.view(view) + skip
@@ -77,7 +81,8 @@ def test_gradcheck_channels_last():
 
 
 def test_underflowed_sigmoid_gives_finite_gradients():
-    """s == 0 (sigmoid of a very negative logit): x cannot be recomputed there, but s'(z) = 0 too."""
+    """s == 0 (sigmoid of a very negative logit): with the shortcut kept, x cannot be rebuilt there, but
+    s'(z) = 0 too."""
     logits = torch.tensor([[-200.0, 0.5]]).view(1, 2, 1, 1).requires_grad_()
     x = torch.randn(1, 2, 3, 3, requires_grad=True)
     skip = torch.randn(1, 2, 3, 3).abs().requires_grad_()
@@ -85,7 +90,7 @@ def test_underflowed_sigmoid_gives_finite_gradients():
     se = SqueezeExcitation(2, 1)
     for fused in (True, False):
         if fused:
-            out = _op(x, None, None, torch.sigmoid(logits).flatten(1), skip, True)
+            out = _op(x, None, None, torch.sigmoid(logits).flatten(1), skip, True, True)
         else:
             out = torch.relu(x * torch.sigmoid(logits) + skip)
         grads[fused] = torch.autograd.grad(out.sum(), (logits, x, skip))
@@ -235,6 +240,34 @@ def test_no_extra_full_size_activation_is_kept(downsample, dtype):
     fused, naive = _saved_bytes(se_unit, x, True), _saved_bytes(se_unit, x, False)
     assert fused - plain < full / 20  # pooled input, excitation: (N, C) vectors
     assert naive - fused >= full * 0.95  # (less the few vectors fused keeps instead)
+
+
+# Two units and what follows them in the network (a BN, which keeps its input): each unit's output is kept.
+def _preact_pair(se):
+    return nn.Sequential(PreActBottleneck(64, 16, se=se), PreActBottleneck(64, 16, se=se), nn.BatchNorm2d(64))
+
+
+def _wide_pair(se):
+    return nn.Sequential(WideBasic(64, 64, se=se), WideBasic(64, 64, se=se), nn.BatchNorm2d(64))
+
+
+def _inception_resnet_pair(se):
+    return nn.Sequential(block35(se), block35(se), nn.BatchNorm2d(320))
+
+
+@pytest.mark.parametrize("make, channels", [(_preact_pair, 64), (_wide_pair, 64), (_inception_resnet_pair, 320)])
+def test_units_without_a_folded_bn_keep_no_extra_activation(make, channels):
+    """Units whose SE input is not a BN output (pre-activation CIFAR units, Inception-ResNet) on identity
+    shortcuts: fused SE keeps the shortcut (their input, kept anyway) and the output instead of x, so two
+    chained units keep what their plain twins keep plus (N, C) vectors; naive keeps x of each unit."""
+    torch.manual_seed(0)
+    x = torch.randn(4, channels, 8, 8, requires_grad=True)
+    full = x.numel() * x.element_size()
+    plain = _saved_bytes(make(None), x, True)
+    se_units = make(SEConfig())
+    fused, naive = _saved_bytes(se_units, x, True), _saved_bytes(se_units, x, False)
+    assert fused - plain < full / 10
+    assert naive - fused >= full * 1.9  # one x per unit
 
 
 def test_saved_tensor_hooks_are_respected():

@@ -14,7 +14,9 @@ BN(c) is mean(c) * alpha + beta, so
   c, the per-channel affine (alpha, beta), the excitation s and, for a fused ReLU, its output; one pass
   gives the gradient behind the ReLU (dL/dshortcut) and the per-(n, c) sums of g * c and of g, from which
   dL/ds, dL/dalpha and dL/dbeta follow, and one pass writes dL/dc. The moments' own backward adds one pass.
-  An SE unit so keeps what the plain unit keeps (the BN input, the output) plus (N, C) vectors.
+  An SE unit so keeps what the plain unit keeps (the BN input, the output) plus (N, C) vectors. A unit with
+  no BN to fold (pre-activation units, Inception-ResNet) on an identity shortcut keeps the shortcut (its
+  input, kept anyway) and the output instead of x, and rebuilds x * s = out - skip (`skip_kept`).
 - on a GPU the op's forward and backward are Triton kernels (`senet.layers.triton_se`, AFFINE mode); on
   the CPU PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). The op is one
   node for torch.compile (its fake implementation gives the shapes).
@@ -213,8 +215,11 @@ def _merge_formula(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tens
 
 
 @torch.library.custom_op("senet::se_merge", mutates_args=())
-def _se_merge(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool) -> Tensor:
-    """act((c * alpha + beta) * s + skip): c, skip (N, C, *spatial); alpha, beta (C,) or None; s (N, C)."""
+def _se_merge(
+    c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool, keep_skip: bool
+) -> Tensor:
+    """act((c * alpha + beta) * s + skip): c, skip (N, C, *spatial); alpha, beta (C,) or None; s (N, C).
+    `keep_skip` (no alpha; s > 0): the backward keeps skip and the output instead of c (see `merge`)."""
     if _kernels(c, skip, s):  # (on the CPU only under Triton's interpreter, where the kernels are tested)
         affine = None if alpha is None else (alpha, beta)
         return triton_se.scale_shift(c, _per_channel_view(s, c), skip, relu=relu, affine=affine)
@@ -222,7 +227,9 @@ def _se_merge(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, s
 
 
 @_se_merge.register_kernel("cuda")
-def _se_merge_cuda(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool) -> Tensor:
+def _se_merge_cuda(
+    c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool, keep_skip: bool
+) -> Tensor:
     if _kernels(c, skip, s):
         affine = None if alpha is None else (alpha, beta)
         return triton_se.scale_shift(c, _per_channel_view(s, c), skip, relu=relu, affine=affine)
@@ -230,7 +237,7 @@ def _se_merge_cuda(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tens
 
 
 @_se_merge.register_fake
-def _se_merge_fake(c, alpha, beta, s, skip, relu):
+def _se_merge_fake(c, alpha, beta, s, skip, relu, keep_skip):
     return torch.empty_like(c, dtype=torch.promote_types(c.dtype, skip.dtype))
 
 
@@ -264,34 +271,47 @@ def spatial_sums(grad: Tensor, other: Tensor, shape: torch.Size) -> tuple[Tensor
     return torch.mul(grad, other).sum_to_size(shape), grad.sum_to_size(shape)
 
 
-def _backward_formula(grad_out, out, c, alpha, s, relu):
+def _backward_formula(grad_out, out, c, alpha, s, relu, skip):
     g = torch.ops.aten.threshold_backward(grad_out, out, 0) if relu else grad_out
     scale = s if alpha is None else s * alpha
     grad_c = g * _per_channel_view(scale.to(g.dtype), g)
-    sum_gc, sum_g = spatial_sums(g, c, s.shape + (1,) * (c.dim() - 2))
-    return (g if relu else g.new_empty(0)), grad_c, sum_gc.flatten(1), sum_g.flatten(1)
+    if skip is None:
+        sum_gc, sum_g = spatial_sums(g, c, s.shape + (1,) * (g.dim() - 2))
+        return (g if relu else g.new_empty(0)), grad_c, sum_gc.flatten(1), sum_g.flatten(1)
+    # c = x was not kept: x * s = out - skip wherever g is not zero (behind the ReLU, out > 0), so the sum
+    # of g * x is the sum of g * (out - skip), divided by s (s = 0 only where the sigmoid underflowed,
+    # and there the gate's own gradient s (1 - s) is 0 as well).
+    sum_gd, sum_g = spatial_sums(g, out - skip, s.shape + (1,) * (g.dim() - 2))
+    tiny = torch.finfo(s.dtype).tiny
+    return (g if relu else g.new_empty(0)), grad_c, sum_gd.flatten(1) / s.clamp_min(tiny), sum_g.flatten(1)
 
 
 @torch.library.custom_op("senet::se_merge_backward", mutates_args=())
 def _se_merge_backward(
-    grad_out: Tensor, out: Tensor | None, c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor,
-    relu: bool,
+    grad_out: Tensor, out: Tensor | None, c: Tensor | None, alpha: Tensor | None, beta: Tensor | None, s: Tensor,
+    relu: bool, skip: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(g behind the ReLU (empty without one: g is grad_out), dL/dc, sum of g * c, sum of g) per (n, c)."""
-    if relu and _kernels(c, out, s) and triton_se.supported(grad_out):
-        return _backward_kernels(grad_out, out, c, alpha, beta, s)
-    return _backward_formula(grad_out, out, c, alpha, s, relu)
+    """(g behind the ReLU (empty without one: g is grad_out), dL/dc, sum of g * c, sum of g) per (n, c).
+    c is None where skip is given instead (then x = c is rebuilt as (out - skip) / s)."""
+    kept = c if skip is None else skip
+    if relu and _kernels(kept, out, s) and triton_se.supported(grad_out):
+        return _backward_kernels(grad_out, out, c, alpha, beta, s, skip)
+    return _backward_formula(grad_out, out, c, alpha, s, relu, skip)
 
 
 @_se_merge_backward.register_kernel("cuda")
-def _se_merge_backward_cuda(grad_out, out, c, alpha, beta, s, relu):
-    if relu and _kernels(c, out, s) and triton_se.supported(grad_out):
-        return _backward_kernels(grad_out, out, c, alpha, beta, s)
-    return _backward_formula(grad_out, out, c, alpha, s, relu)
+def _se_merge_backward_cuda(grad_out, out, c, alpha, beta, s, relu, skip):
+    kept = c if skip is None else skip
+    if relu and _kernels(kept, out, s) and triton_se.supported(grad_out):
+        return _backward_kernels(grad_out, out, c, alpha, beta, s, skip)
+    return _backward_formula(grad_out, out, c, alpha, s, relu, skip)
 
 
-def _backward_kernels(grad_out, out, c, alpha, beta, s):
-    scale = _per_channel_view(s, c)
+def _backward_kernels(grad_out, out, c, alpha, beta, s, skip):
+    scale = _per_channel_view(s, out)
+    if skip is not None:  # x rebuilt from the shortcut: the kernels' recompute mode
+        g, grad_c, sum_gc = triton_se.merge_backward(grad_out, out, skip, scale, relu=True, recompute=True, grad_x=True)
+        return g, grad_c, sum_gc.flatten(1).float(), g.new_empty(0)
     if alpha is None:  # x = c is kept: dL/ds = sum of g * x
         g, grad_c, sum_gc = triton_se.merge_backward(grad_out, out, c, scale, relu=True, recompute=False, grad_x=True)
         return g, grad_c, sum_gc.flatten(1).float(), g.new_empty(0)
@@ -302,21 +322,25 @@ def _backward_kernels(grad_out, out, c, alpha, beta, s):
 
 
 @_se_merge_backward.register_fake
-def _se_merge_backward_fake(grad_out, out, c, alpha, beta, s, relu):
-    acc = torch.promote_types(c.dtype, torch.float32)
+def _se_merge_backward_fake(grad_out, out, c, alpha, beta, s, relu, skip):
+    like = c if skip is None else skip
+    acc = torch.promote_types(like.dtype, torch.float32)
     sums = grad_out.new_empty(s.shape, dtype=acc)
-    return (torch.empty_like(grad_out) if relu else grad_out.new_empty(0)), torch.empty_like(c), sums, sums.clone()
+    return (torch.empty_like(grad_out) if relu else grad_out.new_empty(0)), torch.empty_like(like), sums, sums.clone()
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    c, alpha, beta, s, skip, relu = inputs
+    c, alpha, beta, s, skip, relu, keep_skip = inputs
     ctx.relu = relu
-    ctx.save_for_backward(c, alpha, beta, s, output if relu else None)
+    if keep_skip:  # the output and the shortcut (which autograd keeps anyway) instead of c
+        ctx.save_for_backward(None, None, None, s, output, skip)
+    else:
+        ctx.save_for_backward(c, alpha, beta, s, output if relu else None, None)
 
 
 def _backward(ctx, grad_out: Tensor):
-    c, alpha, beta, s, out = ctx.saved_tensors
-    g, grad_c, sum_gc, sum_g = torch.ops.senet.se_merge_backward(grad_out, out, c, alpha, beta, s, ctx.relu)
+    c, alpha, beta, s, out, skip = ctx.saved_tensors
+    g, grad_c, sum_gc, sum_g = torch.ops.senet.se_merge_backward(grad_out, out, c, alpha, beta, s, ctx.relu, skip)
     if not ctx.relu:
         g = grad_out
     grad_alpha = grad_beta = None
@@ -335,6 +359,7 @@ def _backward(ctx, grad_out: Tensor):
         grad_beta,
         grad_s.to(s.dtype) if needs[3] else None,
         g if needs[4] else None,
+        None,
         None,
     )
 
@@ -359,6 +384,7 @@ def merge(
     norm: nn.Module | None = None,
     act: Callable[[Tensor], Tensor] | None = None,
     scale: float = 1.0,
+    skip_kept: bool = False,
 ) -> Tensor:
     """act(SE(norm(x)) * scale + skip): the merge of a residual unit (Eq. 4, Fig. 3).
 
@@ -369,6 +395,10 @@ def merge(
         norm: the unit's last BN, folded into the merge on the fused path (see the module docstring).
         act: the unit's activation (a plain `nn.ReLU` is fused).
         scale: a constant residual scale (Inception-ResNet's 0.1 .. 0.3).
+        skip_kept: `skip` is a tensor autograd keeps anyway (the unit's input, on an identity shortcut).
+            Then, with no BN to fold, a sigmoid gate (s > 0) and a ReLU or no activation, the fused merge
+            keeps the shortcut and its output instead of x and rebuilds x * s = out - skip in the backward
+            pass: such a unit keeps what its plain twin keeps plus (N, C) vectors, as a unit with a BN.
 
     `x` is consumed: its memory may hold the result.
     """
@@ -395,5 +425,6 @@ def merge(
     if scale != 1.0:
         s = s * scale
     relu = fusable_relu(act)
-    out = torch.ops.senet.se_merge(x, alpha, beta, s, skip, relu)
+    keep_skip = skip_kept and alpha is None and (relu or act is None) and isinstance(se.gate, nn.Sigmoid)
+    out = torch.ops.senet.se_merge(x, alpha, beta, s, skip, relu, keep_skip)
     return out if relu or act is None else act(out)

@@ -276,12 +276,14 @@ class SEResidualUnit(nn.Module):
         shortcut: Tensor,
         act: Callable[[Tensor], Tensor] | None = None,
         norm: nn.Module | None = None,
+        shortcut_kept: bool = False,
     ) -> Tensor:
         """act(residual + shortcut) with SE applied where `se_position` puts it; given `norm`, the
         residual is norm(residual) (the unit's last BN, which the fused merge folds in). `residual` is
-        consumed (its memory may hold the result); see `senet.layers.merge.merge`."""
+        consumed (its memory may hold the result); `shortcut_kept`: the shortcut is the unit's input
+        (an identity shortcut), see `senet.layers.merge.merge`."""
         if self.se_position == "standard":  # act(residual * s + shortcut), the release's Axpy layer
-            return merge(residual, shortcut, se=self.se, norm=norm, act=act)
+            return merge(residual, shortcut, se=self.se, norm=norm, act=act, skip_kept=shortcut_kept)
         if self.se_position == "identity":
             return merge(shortcut, residual if norm is None else norm(residual), se=self.se, act=act)
         out = merge(residual, shortcut, norm=norm, act=act)

@@ -81,7 +81,7 @@ class PreActBottleneck(SEResidualUnit):
         out = self.conv1(preact)
         out = self.se_mid(self.conv2(self.act2(self.bn2(out))))
         out = self.conv3(self.act3(self.bn3(out)))
-        return self.se_merge(out, shortcut)
+        return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
 
 
 class WideBasic(SEResidualUnit):
@@ -115,7 +115,7 @@ class WideBasic(SEResidualUnit):
         shortcut = x if self.downsample is None else self.downsample(preact)
         out = self.se_mid(self.conv1(preact))
         out = self.conv2(self.drop(self.act2(self.bn2(out))))
-        return self.se_merge(out, shortcut)
+        return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
 
 
 class CifarResNet(ImageClassifier):

@@ -55,7 +55,8 @@ class InceptionResNetUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         residual = self.up(self.mixed(x))
-        return merge(residual, x, se=self.se, act=self.act, scale=self.scale)  # act(x + scale * SE(residual))
+        # act(x + scale * SE(residual)); x is the input of the branches' first convolutions, kept anyway
+        return merge(residual, x, se=self.se, act=self.act, scale=self.scale, skip_kept=True)
 
 
 def block35(se: SEConfig | None) -> InceptionResNetUnit:
