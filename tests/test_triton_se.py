@@ -171,6 +171,36 @@ def test_kernel_path_keeps_no_extra_activation(dtype, downsample, monkeypatch):
     assert error["fused"] <= 2 * error["naive"] + 1e-6, error
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_path_rebuilds_x_from_the_shortcut(dtype, monkeypatch):
+    """Inception-ResNet units (no BN to fold, a ReLU, identity shortcuts) through the kernels: the backward
+    rebuilds x from the kept shortcut (recompute mode), as close to float64 as the formula is."""
+    calls = []
+    merge_backward = triton_se.merge_backward
+    monkeypatch.setattr(triton_se, "merge_backward", lambda *a, **k: calls.append(k["recompute"]) or merge_backward(*a, **k))
+    from senet.layers import SEConfig
+    from senet.models.inception_resnet import block35
+
+    torch.manual_seed(0)
+    units = torch.nn.Sequential(block35(SEConfig()), block35(SEConfig())).to(DEVICE)
+    x = torch.randn(2, 320, 5, 5, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(2, 320, 5, 5, dtype=torch.float64, device=DEVICE)
+
+    def run(net, inputs, impl):
+        net, inputs = set_se_impl(copy.deepcopy(net), impl), inputs.detach().clone().requires_grad_()
+        result = net(inputs)
+        (result.double() * weight).sum().backward()
+        return torch.cat([t.detach().flatten().double() for t in [result, inputs.grad] + [p.grad for p in net.parameters()]])
+
+    cast = copy.deepcopy(units).to(dtype).to(memory_format=torch.channels_last)
+    got = run(cast, x.to(dtype), "fused")
+    assert calls == [True, True]
+    reference = run(units.double(), x.double(), "naive")
+    naive = run(cast, x.to(dtype), "naive")
+    error = {name: ((v - reference).norm() / reference.norm()).item() for name, v in (("fused", got), ("naive", naive))}
+    assert error["fused"] <= 2 * error["naive"] + 1e-6, error
+
+
 def test_other_layouts_and_scales_are_not_taken():
     x = torch.randn(2, 4, 3, 3, device=DEVICE)
     assert not triton_se.supported(x, x.transpose(2, 3))  # a different memory layout
