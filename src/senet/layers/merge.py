@@ -87,18 +87,44 @@ def _space(t: Tensor) -> tuple[int, ...]:
     return tuple(range(2, t.dim()))
 
 
+def _cpu_dense(t: Tensor) -> bool:
+    """An eager CPU float32/float64 NC(spatial)-contiguous tensor with space, which PyTorch's BatchNorm and
+    GroupNorm CPU kernels take viewed per (n, c) (under torch.compile and tracers, plain operations)."""
+    return (
+        t.device.type == "cpu" and not torch.compiler.is_compiling() and t.dtype in (torch.float32, torch.float64)
+        and t.is_contiguous() and t.dim() > 2
+    )
+
+
 def moments(c: Tensor) -> tuple[Tensor, Tensor]:
     """(variance, mean) of c over space per (n, c), (N, C) each, in float32 at least, in one pass.
 
-    For an NCHW-contiguous float32/float64 c, BatchNorm's statistics kernel on c viewed as (1, N * C, *space)
-    (its channels are our (n, c) pairs; several times faster on the CPU than `torch.var_mean` over space).
+    On the CPU, GroupNorm's statistics with one group per channel: its groups are our (n, c) pairs (one
+    vectorised pass; several times faster than `torch.var_mean` over space, twice BatchNorm's statistics
+    kernel on c viewed as (1, N * C, *space)). It gives 1 / sqrt(var), eps 0, so var = rstd ** -2 (0 where
+    c is constant: rstd is infinite there).
     """
     n, channels = c.shape[:2]
-    fast = c.device.type == "cpu" and not torch.compiler.is_compiling()  # (no meta kernel: not for tracers)
-    if fast and c.dtype in (torch.float32, torch.float64) and c.is_contiguous() and c.dim() > 2:
-        mean, var = torch.batch_norm_update_stats(c.view(1, n * channels, -1), None, None, 0.0)
-        return var.view(n, channels), mean.view(n, channels)
+    if _cpu_dense(c):
+        _, mean, rstd = torch.native_group_norm(c, None, None, n, channels, math.prod(c.shape[2:]), channels, 0.0)
+        return rstd.pow(-2), mean
     return torch.var_mean(c.to(torch.promote_types(c.dtype, torch.float32)), dim=_space(c), correction=0)
+
+
+def per_sample_affine(c: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """c * scale + shift with scale and shift per (n, c), (N, C) each, as a new tensor.
+
+    On the CPU, BatchNorm's inference kernel on c viewed as (1, N * C, *space) with mean 0, variance 1 and
+    eps 0 (so 1 / sqrt(var + eps) is exactly 1): its channels are our (n, c) pairs, its weight and bias
+    our scale and shift (one vectorised pass; faster than `addcmul` with broadcast operands)."""
+    n, channels = c.shape[:2]
+    scale, shift = scale.to(c.dtype), shift.to(c.dtype)
+    if _cpu_dense(c):
+        flat = c.view(1, n * channels, -1)
+        zeros, ones = c.new_zeros(n * channels), c.new_ones(n * channels)
+        out = torch.batch_norm(flat, scale.reshape(-1), shift.reshape(-1), zeros, ones, False, 0.0, 0.0, False)
+        return out.view(c.shape)
+    return torch.addcmul(_per_channel_view(shift, c), c, _per_channel_view(scale, c))
 
 
 class _Moments(torch.autograd.Function):
@@ -119,8 +145,7 @@ class _Moments(torch.autograd.Function):
         if grad_var is None:
             return shift.to(c.dtype).view(view).expand(c.shape)  # a broadcast view: nothing full-size written
         factor = grad_var * (2 / area)
-        shift = shift - factor * mean
-        return torch.addcmul(shift.to(c.dtype).view(view), c, factor.to(c.dtype).view(view))
+        return per_sample_affine(c, factor, shift - factor * mean)
 
 
 def foldable(norm: nn.Module | None) -> bool:
