@@ -598,6 +598,8 @@ def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int
 
 def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """The parsers of convert, predict and export."""
+    from senet.interop.export import FORMATS
+
     sources = "auto (from the key names; default), timm-legacy, timm, torchvision, senet.pytorch or senet"
 
     def add_weights_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -627,7 +629,7 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="any checkpoint `senet convert` reads")
     which.add_argument("--model", help="a registered model with fresh weights (e.g. to time a deployment)")
-    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"),
+    p.add_argument("--format", choices=FORMATS,
                    help="default: from the --output suffix (.onnx, .pt, .pt2)")
     p.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
     p.add_argument("--opset", type=positive_int, help="ONNX opset version (default: the exporter's)")
@@ -782,6 +784,7 @@ def add_analyze_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
 def build_parser() -> argparse.ArgumentParser:
     from senet import __version__
     from senet.bench import DEVICES, MODES
+    from senet.interop.export import RUNTIMES
     from senet.layers import SE_IMPLS
 
     parser = Parser(prog="senet", description="Squeeze-and-Excitation Networks for PyTorch")
@@ -854,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the training memory measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object (model_ms, baseline_ms, ratio, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="onnxruntime: the exported models in onnxruntime against eager PyTorch (inference, CPU)")
     add_model_args(p)
     commands["bench"] = cmd_bench

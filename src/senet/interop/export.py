@@ -34,6 +34,7 @@ from senet.engine.checkpoint import atomic_write
 from senet.errors import ConfigError, SenetError, check_choice
 
 FORMATS = ("onnx", "torchscript", "exported-program")
+RUNTIMES = ("torch", "onnxruntime")  # what `senet bench --runtime` times an exported model in
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 EXTRA_HINT = "pip install 'senet[export]'"
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; anything else is a custom op
