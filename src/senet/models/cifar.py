@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from senet.errors import check_choice
 from senet.layers import SEConfig, SEResidualUnit
-from senet.models.base import BATCHNORM, CONV, ImageClassifier, init_weights_he
+from senet.models.base import BATCHNORM, CONV, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
 from senet.models.registry import register_model
 from senet.models.resnet import BasicBlock
@@ -172,7 +172,7 @@ class CifarResNet(ImageClassifier):
                     unit = block(in_channels, planes, stride=stride, downsample=downsample, se=stage_se, dims=dims)
                 units.append(unit)
                 in_channels = out_channels
-            self.add_module(f"layer{index + 1}", nn.Sequential(*units))
+            self.add_module(f"layer{index + 1}", Stage(*units))
         # Pre-activation networks end with the BN-ReLU the last unit did not apply.
         self.final = nn.Sequential(norm(in_channels), nn.ReLU(inplace=True)) if preact else nn.Identity()
         self.init_head(in_channels, num_classes, drop_rate)
@@ -180,7 +180,7 @@ class CifarResNet(ImageClassifier):
         init_weights_he(self, zero_init_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.layer1(x)
         x = self.layer2(x)

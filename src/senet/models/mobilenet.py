@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
-from senet.models.base import ImageClassifier, init_weights_he
+from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
 from senet.models.registry import declare_plain_twin, register_model
 
@@ -78,12 +78,12 @@ class MobileNetV1(ImageClassifier):
                 layer_se = None if se is None else se.for_stage(stage)
                 layers[f"conv_dw_{index}"] = DepthwiseSeparable(in_channels, out_channels, stride, layer_se)
                 in_channels, index = out_channels, index + 1
-            self.add_module(f"stage{stage}", nn.Sequential(layers))
+            self.add_module(f"stage{stage}", Stage(layers))
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.stage1(x)
         x = self.stage2(x)
@@ -197,7 +197,7 @@ class MobileNetV3(ImageClassifier):
                 InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se, bn)
             )
             in_channels = out_channels
-        self.blocks = nn.Sequential(*layers)
+        self.blocks = Stage(*layers)
         self.conv_last = ConvBnAct(in_channels, last_channels, 1, act="hard_swish", **bn)
         # The head's hidden layer acts on the pooled vector (no BN), so it is a linear layer.
         self.head_hidden = nn.Sequential(nn.Linear(last_channels, head_channels), nn.Hardswish(inplace=True))
@@ -205,7 +205,7 @@ class MobileNetV3(ImageClassifier):
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         return self.conv_last(self.blocks(self.stem(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

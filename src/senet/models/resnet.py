@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, check_choice
 from senet.layers import SEConfig, SEResidualUnit
-from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, init_weights_he
+from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
 from senet.models.registry import register_model
 
@@ -252,13 +252,13 @@ class ResNet(ImageClassifier):
                     )
                 )
                 in_channels = out_channels
-            self.add_module(f"layer{index + 1}", nn.Sequential(*units))
+            self.add_module(f"layer{index + 1}", Stage(*units))
         self.init_head(in_channels, num_classes, drop_rate)
 
         init_weights_he(self, zero_init_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.layer1(x)
         x = self.layer2(x)

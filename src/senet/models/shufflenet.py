@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
-from senet.models.base import ImageClassifier, init_weights_he
+from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
 from senet.models.registry import register_model
 
@@ -97,13 +97,13 @@ class ShuffleNetV1(ImageClassifier):
                             stride=2 if i == 0 else 1, group_first=not (stage == 2 and i == 0), se=stage_se)
                 for i in range(units)
             ]
-            self.add_module(f"stage{stage}", nn.Sequential(*layers))
+            self.add_module(f"stage{stage}", Stage(*layers))
             in_channels = out_channels
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.stage2(x)
         x = self.stage3(x)
