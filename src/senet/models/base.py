@@ -124,6 +124,13 @@ class ImageClassifier(nn.Module):
             x, type(self).__name__, self.in_chans, self.spatial_dims, self.min_input_size, self.default_input_size
         )
 
+    # Modules of the head (and Inception-v3's auxiliary classifier), which `forward_features` does not run.
+    head_modules = ("global_pool", "drop", "fc", "pre_logits", "head_hidden", "aux")
+
+    def feature_modules(self) -> list[str]:
+        """Names of the top-level modules `forward_features` runs, in order (`senet.models.features`)."""
+        return [name for name, _ in self.named_children() if name not in self.head_modules]
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Run every stage's units under `torch.utils.checkpoint` in training (timm's name): activation
         memory per stage instead of per layer, for one more forward pass in backward."""

@@ -25,6 +25,7 @@ from senet.models.blocks import (
     build_model,
     check_se_placement,
 )
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 PLACEMENT = "on every inception module's concatenated output"
@@ -117,6 +118,14 @@ class BNInception(ImageClassifier):
                 layers[f"inception_{module_name}"] = bn_inception_module(in_channels, *widths, se=stage_se)
                 in_channels = layers[f"inception_{module_name}"].out_channels
             self.add_module(f"inception{stage}", Stage(layers))
+        # The stem's convolutions at 1/2 and 1/4, then the last module at 1/8 (3b), 1/16 (4d) and 1/32.
+        modules = self.inception3.inception_3b, self.inception4.inception_4d, self.inception5.inception_5b
+        self.feature_info = FeatureInfo([
+            feature("stem.conv1_7x7_s2", 64, 2), feature("stem.conv2_3x3", 192, 4),
+            feature("inception3.inception_3b", modules[0].out_channels, 8),
+            feature("inception4.inception_4d", modules[1].out_channels, 16),
+            feature("inception5", modules[2].out_channels, 32),
+        ])
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
@@ -263,6 +272,10 @@ class InceptionV3(ImageClassifier):
         self.mixed7 = Stage(OrderedDict(
             Mixed_7a=inception_d(768, se7), Mixed_7b=inception_e(1280, se7), Mixed_7c=inception_e(2048, se7),
         ))
+        self.feature_info = FeatureInfo([  # as timm's inception_v3
+            feature("stem.Conv2d_2b_3x3", 64, 2), feature("stem.Conv2d_4a_3x3", 192, 4), feature("mixed5", 288, 8),
+            feature("mixed6", 768, 16), feature("mixed7", 2048, 32),
+        ])
         self.init_head(2048, num_classes, drop_rate)
         init_weights_he(self)
 

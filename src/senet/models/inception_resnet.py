@@ -29,6 +29,7 @@ from senet.models.blocks import (
     build_model,
     check_se_placement,
 )
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 conv = partial(ConvBnAct, bn_eps=1e-3)  # the TF release's BatchNorm epsilon
@@ -128,6 +129,10 @@ class InceptionResNetV2(ImageClassifier):
         }, 2080)
         self.repeat_2 = Stage(*(block8(se7) for _ in range(9)), block8(se7, scale=1.0, activate=False))
         self.conv2d_7b = conv(2080, 1536, 1)
+        self.feature_info = FeatureInfo([  # as timm's inception_resnet_v2
+            feature("stem.conv2d_2b", 64, 2), feature("stem.conv2d_4a", 192, 4), feature("repeat", 320, 8),
+            feature("repeat_1", 1088, 16), feature("conv2d_7b", 1536, 32),
+        ])
         self.init_head(1536, num_classes, drop_rate)
         init_weights_he(self)
 

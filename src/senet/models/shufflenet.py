@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from senet.layers import SEConfig, merge
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 STAGES = (2, 3, 4)
@@ -90,6 +91,9 @@ class ShuffleNetV1(ImageClassifier):
         self.se_config = se
         self.stem = nn.Sequential(OrderedDict(conv1=ConvBnAct(in_chans, 24, 3, 2), maxpool=nn.MaxPool2d(3, 2, 1)))
         in_channels = 24
+        self.feature_info = FeatureInfo([feature("stem.conv1", 24, 2)] + [
+            feature(f"stage{stage}", channels, 2 ** (stage + 1)) for stage, channels in zip(STAGES, STAGE_CHANNELS[groups])
+        ])  # Conv1, then Stage2 .. Stage4 at 1/8 .. 1/32
         for stage, out_channels, units in zip(STAGES, STAGE_CHANNELS[groups], STAGE_UNITS):
             stage_se = None if se is None else se.for_stage(stage)
             layers = [

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from senet.layers import SEConfig
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 STAGES = (1, 2, 3, 4, 5)
@@ -51,6 +52,7 @@ class VGG(ImageClassifier):
         self.in_chans = in_chans
         self.se_config = se
         in_channels = in_chans
+        self.feature_info = FeatureInfo(feature(f"conv{s}", w[-1], 2**s) for s, w in zip(STAGES, config))  # after the pools
         for stage, widths in zip(STAGES, config):
             stage_se = None if se is None else se.for_stage(stage)
             layers: OrderedDict[str, nn.Module] = OrderedDict()
