@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from senet import load_model
 from senet.errors import ConfigError
 from senet.layers import ShapeError
 from senet.models import create_model, list_models, model_family
@@ -135,6 +136,20 @@ def test_the_documented_se_resnet50_backbone() -> None:
         (1, 256, 16, 16), (1, 512, 8, 8), (1, 1024, 4, 4), (1, 2048, 2, 2)]
     assert not any(key.startswith("fc.") for key in net.state_dict())
     assert create_model("se_resnet50", features_only=True, out_indices=(-1,)).feature_info.channels() == [2048]
+
+
+def test_load_model_gives_the_backbone_of_a_checkpoint(tmp_path) -> None:
+    safetensors = pytest.importorskip("safetensors.torch")
+    model = built("se_resnet18").eval()
+    path = tmp_path / "weights.safetensors"
+    safetensors.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    backbone = load_model(path, model="se_resnet18", features_only=True, out_indices=(1, 2))
+    assert isinstance(backbone, FeatureListNet) and not backbone.training
+    x = small_input(model)
+    with torch.no_grad():
+        expected = with_features_only(model, True, (1, 2))(x)
+        for mine, theirs in zip(backbone(x), expected):
+            torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ class Stage(nn.Sequential):
     The same state-dict keys as `nn.Sequential`; BatchNorm statistics are updated once per step.
     """
 
-    grad_checkpointing: bool = False
+    grad_checkpointing = False  # set by ImageClassifier.set_grad_checkpointing
 
     def forward(self, x: Tensor) -> Tensor:
         if self.grad_checkpointing and self.training and not torch.jit.is_scripting() and torch.is_grad_enabled():
@@ -120,6 +120,10 @@ class ImageClassifier(nn.Module):
         (`check_image_batch`; skipped by TorchScript and torch.jit.trace)."""
         if torch.jit.is_scripting() or torch.jit.is_tracing():
             return x
+        return self.check_batch(x)
+
+    @torch.jit.unused
+    def check_batch(self, x: Tensor) -> Tensor:
         return check_image_batch(
             x, type(self).__name__, self.in_chans, self.spatial_dims, self.min_input_size, self.default_input_size
         )
