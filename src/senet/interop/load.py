@@ -24,6 +24,7 @@ from senet.engine.config import plain
 from senet.errors import ConfigError, SenetError
 from senet.interop.files import WeightsFile, read_weights
 from senet.interop.sources import Recognised, recognise
+from senet.models.features import check_features_only, with_features_only
 
 DEFAULT_CROP_PCT = 0.875  # the paper's 224 / 256 (Sec. 5.1)
 
@@ -151,8 +152,11 @@ def load_model(path: str | Path, *, source: str = "auto", model: str | None = No
 
     `model.pretrained_cfg` holds mean, std, input_size (C, H, W), crop_pct, interpolation, label_names
     (None where the file has none), source, architecture, model, kwargs and file.
+    `features_only=True` (with `out_indices`) gives the loaded backbone's feature maps, as `create_model`.
     """
-    return load_pretrained(path, source=source, model=model, **kwargs).model
+    features_only, out_indices = kwargs.pop("features_only", False), kwargs.pop("out_indices", None)
+    check_features_only(features_only, out_indices)
+    return with_features_only(load_pretrained(path, source=source, model=model, **kwargs).model, features_only, out_indices)
 
 
 def load_for_evaluation(path: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict[str, Any], Path]:

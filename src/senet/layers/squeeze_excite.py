@@ -58,6 +58,22 @@ def se_hidden_channels(
     return max(min_channels, int(channels // reduction))
 
 
+def global_pool(x: Tensor, mode: str) -> Tensor:
+    """Average ("avg") or max ("max") of x (N, C, *spatial) over every spatial axis: (N, C, 1, ...).
+
+    A leaf for torch.fx (`torch.fx.wrap` below): the axes depend on x's rank, which a trace cannot read.
+    """
+    dims = tuple(range(2, x.dim()))
+    if mode == "max":
+        return x.amax(dims, keepdim=True)
+    # The mean as a sum divided by H*W (the same values): the backward of a sum hands x a broadcast
+    # view of the gradient, where that of a mean writes a full-size copy of it divided by H*W.
+    return x.sum(dims, keepdim=True) / math.prod(x.shape[2:])
+
+
+torch.fx.wrap("global_pool")
+
+
 class GlobalPool(nn.Module):
     """The squeeze F_sq: global average (paper) or max pooling over every spatial axis, keeping the dims."""
 
@@ -66,12 +82,7 @@ class GlobalPool(nn.Module):
         self.mode = check_choice("squeeze", mode, ("avg", "max"))
 
     def forward(self, x: Tensor) -> Tensor:
-        dims = tuple(range(2, x.dim()))
-        if self.mode == "max":
-            return x.amax(dims, keepdim=True)
-        # The mean as a sum divided by H*W (the same values): the backward of a sum hands x a broadcast
-        # view of the gradient, where that of a mean writes a full-size copy of it divided by H*W.
-        return x.sum(dims, keepdim=True) / math.prod(x.shape[2:])
+        return global_pool(x, self.mode)
 
     def extra_repr(self) -> str:
         return self.mode
@@ -155,8 +166,8 @@ class SqueezeExcitation(nn.Module):
 
     def excitation(self, x: Tensor) -> Tensor:
         """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'."""
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
-            self.check_input(x)
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not isinstance(x, torch.fx.Proxy):
+            self.check_input(x)  # (a torch.fx trace checks the model's input instead)
         s = self.squeeze(x)
         s = self.act(self.bn(self.fc1(s)))
         return self.gate(self.fc2(s))

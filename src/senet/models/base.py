@@ -1,17 +1,89 @@
-"""What every senet model shares: the classifier API, He initialisation and input checks.
+"""What every senet model shares: the classifier API, He initialisation, input checks and stages.
 
 API (as timm): `forward_features(x)` -> feature map, `forward_head(x, pre_logits=False)` -> logits,
-`reset_classifier(num_classes)`, and the attributes `num_classes`, `in_chans`, `num_features`,
-`default_input_size` (C, H, W).
+`reset_classifier(num_classes)`, `set_grad_checkpointing(enable)`, and the attributes `num_classes`,
+`in_chans`, `num_features`, `default_input_size` (C, H, W) and `feature_info` (`senet.models.features`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from senet.layers import BATCHNORM, CONV, MAXPOOL, GlobalPool, ShapeError, set_se_impl
 from senet.layers.nd import AVGPOOL, BATCHNORMS, CONVS
+
+
+def check_image_batch(
+    x: Tensor, model: str, in_chans: int, spatial_dims: int, min_size: int, default_size: tuple[int, ...]
+) -> Tensor:
+    """x, after raising ShapeError unless it is (N, in_chans, *spatial) with every side >= `min_size`.
+
+    A leaf for torch.fx (`torch.fx.wrap` below): a traced model keeps the check as one call node, so
+    `symbolic_trace` and torchvision's `create_feature_extractor` see no branch on shapes.
+    """
+    if x.dim() != spatial_dims + 2:
+        axes = ", ".join("HWD"[:spatial_dims]) if spatial_dims > 1 else "L"
+        raise ShapeError(f"{model} expects a {spatial_dims + 2}-D batch (N, C, {axes}), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ShapeError(
+            f"{model} expects {in_chans} input channels, got {x.shape[1]} (input shape "
+            f"{tuple(x.shape)}); build the model with in_chans={x.shape[1]} or convert the input"
+        )
+    if min(x.shape[2:]) < min_size:
+        raise ShapeError(
+            f"{model} needs inputs of at least {min_size}x{min_size} pixels, got shape "
+            f"{tuple(x.shape)}; resize the input (default {tuple(default_size)})"
+        )
+    return x
+
+
+torch.fx.wrap("check_image_batch")
+
+
+@contextlib.contextmanager
+def batchnorm_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Restore the BatchNorm running statistics of `module` on exit: checkpointing's recomputation of a
+    forward pass must not count the batch twice."""
+    norms = [m for m in module.modules() if isinstance(m, (*BATCHNORMS, nn.SyncBatchNorm))]
+    saved = [[b.clone() for b in m.buffers(recurse=False)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for buffer, value in zip(m.buffers(recurse=False), buffers):
+                    buffer.copy_(value)
+
+
+class Stage(nn.Sequential):
+    """A stage of a network: its units in order, each run under `torch.utils.checkpoint` (activations
+    recomputed in backward instead of stored) while `grad_checkpointing` is set and the model trains.
+
+    The same state-dict keys as `nn.Sequential`; BatchNorm statistics are updated once per step.
+    """
+
+    grad_checkpointing = False  # set by ImageClassifier.set_grad_checkpointing
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            return self.forward_checkpointed(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    @torch.jit.unused
+    def forward_checkpointed(self, x: Tensor) -> Tensor:
+        for module in self:
+            x = torch.utils.checkpoint.checkpoint(
+                module, x, use_reentrant=False,
+                context_fn=lambda m=module: (contextlib.nullcontext(), batchnorm_stats_kept(m)),
+            )
+        return x
 
 
 class ImageClassifier(nn.Module):
@@ -20,6 +92,7 @@ class ImageClassifier(nn.Module):
     default_input_size: tuple[int, ...] = (3, 224, 224)
     in_chans: int
     spatial_dims: int = 2
+    min_input_size: int = 1  # the smallest side the network takes (valid-padded reductions need more)
 
     def init_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         self.num_features = num_features
@@ -42,21 +115,32 @@ class ImageClassifier(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def check_input(self, x: Tensor) -> None:
-        """Raise ShapeError unless x is (N, in_chans, *spatial)."""
+    def check_input(self, x: Tensor) -> Tensor:
+        """x, after raising ShapeError unless it is (N, in_chans, *spatial), sides >= `min_input_size`
+        (`check_image_batch`; skipped by TorchScript and torch.jit.trace)."""
         if torch.jit.is_scripting() or torch.jit.is_tracing():
-            return
-        name = type(self).__name__
-        if x.dim() != self.spatial_dims + 2:
-            raise ShapeError(
-                f"{name} expects a {self.spatial_dims + 2}-D batch (N, C, "
-                f"{', '.join('HWD'[: self.spatial_dims]) if self.spatial_dims > 1 else 'L'}), got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_chans:
-            raise ShapeError(
-                f"{name} expects {self.in_chans} input channels, got {x.shape[1]} (input shape "
-                f"{tuple(x.shape)}); build the model with in_chans={x.shape[1]} or convert the input"
-            )
+            return x
+        return self.check_batch(x)
+
+    @torch.jit.unused
+    def check_batch(self, x: Tensor) -> Tensor:
+        return check_image_batch(
+            x, type(self).__name__, self.in_chans, self.spatial_dims, self.min_input_size, self.default_input_size
+        )
+
+    # Modules of the head (and Inception-v3's auxiliary classifier), which `forward_features` does not run.
+    head_modules = ("global_pool", "drop", "fc", "pre_logits", "head_hidden", "aux")
+
+    def feature_modules(self) -> list[str]:
+        """Names of the top-level modules `forward_features` runs, in order (`senet.models.features`)."""
+        return [name for name, _ in self.named_children() if name not in self.head_modules]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Run every stage's units under `torch.utils.checkpoint` in training (timm's name): activation
+        memory per stage instead of per layer, for one more forward pass in backward."""
+        for module in self.modules():
+            if isinstance(module, Stage):
+                module.grad_checkpointing = enable
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -95,4 +179,6 @@ def init_weights_he(model: nn.Module, zero_init_last: bool = False) -> None:
                 module.zero_init_last()
 
 
-__all__ = ["AVGPOOL", "BATCHNORM", "CONV", "MAXPOOL", "ImageClassifier", "init_weights_he"]  # (the lookups live in layers)
+__all__ = [
+    "AVGPOOL", "BATCHNORM", "CONV", "MAXPOOL", "ImageClassifier", "Stage", "check_image_batch", "init_weights_he",
+]  # (the lookups live in layers)

@@ -1,5 +1,5 @@
 """Pieces the families beyond ResNet share: conv-BN-activation, the inception module (concatenation then
-SE), input and SE-option checks, and the builder their registered model functions call.
+SE), SE-option checks, and the builder their registered model functions call.
 
 The families beyond ResNet (VGG, Inception, MobileNet, ShuffleNet) each have one SE placement, the one
 the paper (or the architecture) defines; it is the `se_position="standard"` of that family. The residual
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from senet.errors import ConfigError
-from senet.layers import SEConfig, ShapeError, get_act
+from senet.layers import SEConfig, get_act
 from senet.models.base import BATCHNORM, CONV, ImageClassifier
 from senet.models.registry import check_kwargs, pop_se_config
 
@@ -93,19 +93,6 @@ class InceptionModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = torch.cat([branch(x) for branch in self.branches.values()], 1)
         return out if self.se is None else self.se(out)
-
-
-def check_min_input_size(model: ImageClassifier, x: Tensor) -> None:
-    """Raise ShapeError if a spatial side of x is below `model.min_input_size` (the network would run
-    out of pixels in a valid-padded reduction)."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return
-    smallest = getattr(model, "min_input_size", 1)
-    if min(x.shape[2:]) < smallest:
-        raise ShapeError(
-            f"{type(model).__name__} needs inputs of at least {smallest}x{smallest} pixels, got shape "
-            f"{tuple(x.shape)}; resize the input (default {tuple(model.default_input_size)})"
-        )
 
 
 USER_KWARGS = ("num_classes", "in_chans", "drop_rate")

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from senet.errors import check_choice
 from senet.layers import SEConfig, SEResidualUnit
-from senet.models.base import BATCHNORM, CONV, ImageClassifier, init_weights_he
+from senet.models.base import BATCHNORM, CONV, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 from senet.models.resnet import BasicBlock
 
@@ -172,15 +173,20 @@ class CifarResNet(ImageClassifier):
                     unit = block(in_channels, planes, stride=stride, downsample=downsample, se=stage_se, dims=dims)
                 units.append(unit)
                 in_channels = out_channels
-            self.add_module(f"layer{index + 1}", nn.Sequential(*units))
+            self.add_module(f"layer{index + 1}", Stage(*units))
         # Pre-activation networks end with the BN-ReLU the last unit did not apply.
         self.final = nn.Sequential(norm(in_channels), nn.ReLU(inplace=True)) if preact else nn.Identity()
+        # The three stages at 32, 16, 8 pixels (the last one's output after the pre-activation networks' BN-ReLU).
+        self.feature_info = FeatureInfo(
+            feature(module, width * block.expansion, 2**index)
+            for index, (module, width) in enumerate(zip(("layer1", "layer2", "final" if preact else "layer3"), widths))
+        )
         self.init_head(in_channels, num_classes, drop_rate)
 
         init_weights_he(self, zero_init_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.layer1(x)
         x = self.layer2(x)

@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from senet.layers import SEConfig
-from senet.models.base import ImageClassifier, init_weights_he
+from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import (
     ConvBnAct,
     InceptionModule,
     build_model,
-    check_min_input_size,
     check_se_placement,
 )
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 PLACEMENT = "on every inception module's concatenated output"
@@ -117,12 +117,20 @@ class BNInception(ImageClassifier):
             for module_name, *widths in modules:
                 layers[f"inception_{module_name}"] = bn_inception_module(in_channels, *widths, se=stage_se)
                 in_channels = layers[f"inception_{module_name}"].out_channels
-            self.add_module(f"inception{stage}", nn.Sequential(layers))
+            self.add_module(f"inception{stage}", Stage(layers))
+        # The stem's convolutions at 1/2 and 1/4, then the last module at 1/8 (3b), 1/16 (4d) and 1/32.
+        modules = self.inception3.inception_3b, self.inception4.inception_4d, self.inception5.inception_5b
+        self.feature_info = FeatureInfo([
+            feature("stem.conv1_7x7_s2", 64, 2), feature("stem.conv2_3x3", 192, 4),
+            feature("inception3.inception_3b", modules[0].out_channels, 8),
+            feature("inception4.inception_4d", modules[1].out_channels, 16),
+            feature("inception5", modules[2].out_channels, 32),
+        ])
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.inception3(x)
         x = self.inception4(x)
@@ -253,17 +261,21 @@ class InceptionV3(ImageClassifier):
             Conv2d_2b_3x3=conv_v3(32, 64, 3), maxpool1=nn.MaxPool2d(3, 2),
             Conv2d_3b_1x1=conv_v3(64, 80, 1), Conv2d_4a_3x3=conv_v3(80, 192, 3, padding=0), maxpool2=nn.MaxPool2d(3, 2),
         ))
-        self.mixed5 = nn.Sequential(OrderedDict(
+        self.mixed5 = Stage(OrderedDict(
             Mixed_5b=inception_a(192, 32, se5), Mixed_5c=inception_a(256, 64, se5), Mixed_5d=inception_a(288, 64, se5),
         ))
-        self.mixed6 = nn.Sequential(OrderedDict(
+        self.mixed6 = Stage(OrderedDict(
             Mixed_6a=inception_b(288, se6), Mixed_6b=inception_c(768, 128, se6), Mixed_6c=inception_c(768, 160, se6),
             Mixed_6d=inception_c(768, 160, se6), Mixed_6e=inception_c(768, 192, se6),
         ))
         self.aux = InceptionAux(768, num_classes) if aux_logits else None
-        self.mixed7 = nn.Sequential(OrderedDict(
+        self.mixed7 = Stage(OrderedDict(
             Mixed_7a=inception_d(768, se7), Mixed_7b=inception_e(1280, se7), Mixed_7c=inception_e(2048, se7),
         ))
+        self.feature_info = FeatureInfo([  # as timm's inception_v3
+            feature("stem.Conv2d_2b_3x3", 64, 2), feature("stem.Conv2d_4a_3x3", 192, 4), feature("mixed5", 288, 8),
+            feature("mixed6", 768, 16), feature("mixed7", 2048, 32),
+        ])
         self.init_head(2048, num_classes, drop_rate)
         init_weights_he(self)
 
@@ -274,13 +286,9 @@ class InceptionV3(ImageClassifier):
             device = self.aux.conv0.conv.weight.device
             self.aux.fc = nn.Linear(768, num_classes, device=device) if num_classes > 0 else nn.Identity()
 
-    def check_input(self, x: Tensor) -> None:
-        super().check_input(x)
-        check_min_input_size(self, x)
-
     def forward_pre_aux(self, x: Tensor) -> Tensor:
         """Stem to Mixed_6e: the 17x17 map (at 299) the auxiliary classifier reads."""
-        self.check_input(x)
+        x = self.check_input(x)
         return self.mixed6(self.mixed5(self.stem(x)))
 
     def forward_features(self, x: Tensor) -> Tensor:

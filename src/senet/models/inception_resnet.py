@@ -22,14 +22,14 @@ from typing import Any
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
-from senet.models.base import ImageClassifier, init_weights_he
+from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import (
     ConvBnAct,
     InceptionModule,
     build_model,
-    check_min_input_size,
     check_se_placement,
 )
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 conv = partial(ConvBnAct, bn_eps=1e-3)  # the TF release's BatchNorm epsilon
@@ -115,30 +115,30 @@ class InceptionResNetV2(ImageClassifier):
                 "branch3": nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), conv(192, 64, 1)),
             }, 320),
         ))
-        self.repeat = nn.Sequential(*(block35(se5) for _ in range(10)))
+        self.repeat = Stage(*(block35(se5) for _ in range(10)))
         self.mixed_6a = InceptionModule({  # Reduction-A (k, l, m, n = 256, 256, 384, 384)
             "branch0": conv(320, 384, 3, 2, 0),
             "branch1": nn.Sequential(conv(320, 256, 1), conv(256, 256, 3), conv(256, 384, 3, 2, 0)),
             "branch2": nn.MaxPool2d(3, 2),
         }, 1088)
-        self.repeat_1 = nn.Sequential(*(block17(se6) for _ in range(20)))
+        self.repeat_1 = Stage(*(block17(se6) for _ in range(20)))
         self.mixed_7a = InceptionModule({  # Reduction-B
             "branch0": nn.Sequential(conv(1088, 256, 1), conv(256, 384, 3, 2, 0)),
             "branch1": nn.Sequential(conv(1088, 256, 1), conv(256, 288, 3, 2, 0)),
             "branch2": nn.Sequential(conv(1088, 256, 1), conv(256, 288, 3), conv(288, 320, 3, 2, 0)),
             "branch3": nn.MaxPool2d(3, 2),
         }, 2080)
-        self.repeat_2 = nn.Sequential(*(block8(se7) for _ in range(9)), block8(se7, scale=1.0, activate=False))
+        self.repeat_2 = Stage(*(block8(se7) for _ in range(9)), block8(se7, scale=1.0, activate=False))
         self.conv2d_7b = conv(2080, 1536, 1)
+        self.feature_info = FeatureInfo([  # as timm's inception_resnet_v2
+            feature("stem.conv2d_2b", 64, 2), feature("stem.conv2d_4a", 192, 4), feature("repeat", 320, 8),
+            feature("repeat_1", 1088, 16), feature("conv2d_7b", 1536, 32),
+        ])
         self.init_head(1536, num_classes, drop_rate)
         init_weights_he(self)
 
-    def check_input(self, x: Tensor) -> None:
-        super().check_input(x)
-        check_min_input_size(self, x)
-
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.repeat(self.stem(x))
         x = self.repeat_1(self.mixed_6a(x))
         x = self.repeat_2(self.mixed_7a(x))

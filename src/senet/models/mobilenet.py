@@ -29,8 +29,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
-from senet.models.base import ImageClassifier, init_weights_he
+from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import declare_plain_twin, register_model
 
 STAGES = (1, 2, 3, 4, 5)
@@ -78,12 +79,15 @@ class MobileNetV1(ImageClassifier):
                 layer_se = None if se is None else se.for_stage(stage)
                 layers[f"conv_dw_{index}"] = DepthwiseSeparable(in_channels, out_channels, stride, layer_se)
                 in_channels, index = out_channels, index + 1
-            self.add_module(f"stage{stage}", nn.Sequential(layers))
+            self.add_module(f"stage{stage}", Stage(layers))
+        self.feature_info = FeatureInfo(
+            feature(f"stage{stage}", int(widths[-1] * width_multiplier), 2**stage) for stage, widths in MOBILENET_V1.items()
+        )
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.stage1(x)
         x = self.stage2(x)
@@ -190,22 +194,27 @@ class MobileNetV3(ImageClassifier):
         self.stem = ConvBnAct(in_chans, 16, 3, 2, act="hard_swish", **bn)
         in_channels, stride = 16, 2
         layers: list[nn.Module] = []
-        for kernel_size, expanded, out_channels, has_se, act, block_stride in blocks:
+        # A stage ends before each stride-2 block (the stem, where the first block strides) and with conv_last.
+        stages = [feature("stem", 16, 2)] if blocks[0][5] == 2 else []
+        for index, (kernel_size, expanded, out_channels, has_se, act, block_stride) in enumerate(blocks):
+            if index > 0 and block_stride == 2:
+                stages.append(feature(f"blocks.{index - 1}", in_channels, stride))
             stride *= block_stride
             block_se = se.for_stage(stride.bit_length() - 1) if se is not None and has_se else None
             layers.append(
                 InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se, bn)
             )
             in_channels = out_channels
-        self.blocks = nn.Sequential(*layers)
+        self.blocks = Stage(*layers)
         self.conv_last = ConvBnAct(in_channels, last_channels, 1, act="hard_swish", **bn)
+        self.feature_info = FeatureInfo(stages + [feature("conv_last", last_channels, stride)])
         # The head's hidden layer acts on the pooled vector (no BN), so it is a linear layer.
         self.head_hidden = nn.Sequential(nn.Linear(last_channels, head_channels), nn.Hardswish(inplace=True))
         self.init_head(head_channels, num_classes, drop_rate)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         return self.conv_last(self.blocks(self.stem(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 
 from senet.errors import ConfigError, UnknownModelError, did_you_mean
 from senet.layers import SEConfig
+from senet.models.features import check_features_only, with_features_only
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
@@ -102,9 +103,16 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     return _MODELS[_check_name(name)]
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model: `create_model("se_resnet50", num_classes=10, reduction=8)`."""
-    return model_entrypoint(name)(**kwargs)
+def create_model(
+    name: str, *, features_only: bool = False, out_indices: Iterable[int] | None = None, **kwargs: Any
+) -> nn.Module:
+    """Build a registered model: `create_model("se_resnet50", num_classes=10, reduction=8)`.
+
+    `features_only=True`: the backbone whose forward gives the stage maps of `out_indices` (default all of
+    `model.feature_info`) as a list (`senet.models.features.FeatureListNet`).
+    """
+    check_features_only(features_only, out_indices)
+    return with_features_only(model_entrypoint(name)(**kwargs), features_only, out_indices)
 
 
 def pop_se_config(

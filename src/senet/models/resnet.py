@@ -24,8 +24,9 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, check_choice
 from senet.layers import SEConfig, SEResidualUnit
-from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, init_weights_he
+from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 LAYOUTS = ("paper", "torchvision")
@@ -217,6 +218,9 @@ class ResNet(ImageClassifier):
             )
         self.stem = make_stem(in_chans, stem_width, stem_type=stem_type, layout=layout, dims=dims)
         in_channels = stem_width
+        # As timm's ResNets: the stem's activation (before the max-pool), then conv2_x .. conv5_x.
+        stem_act = "stem.relu1" if stem_type == "7x7" else "stem.relu3"
+        stages = [feature(stem_act, stem_width, 2)]
         for index, (stage, depth) in enumerate(zip(STAGES, layers)):
             planes = 64 * 2**index
             stride = 1 if index == 0 else 2
@@ -252,13 +256,15 @@ class ResNet(ImageClassifier):
                     )
                 )
                 in_channels = out_channels
-            self.add_module(f"layer{index + 1}", nn.Sequential(*units))
+            self.add_module(f"layer{index + 1}", Stage(*units))
+            stages.append(feature(f"layer{index + 1}", out_channels, 4 * 2**index))
+        self.feature_info = FeatureInfo(stages)
         self.init_head(in_channels, num_classes, drop_rate)
 
         init_weights_he(self, zero_init_last)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.layer1(x)
         x = self.layer2(x)

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
-from senet.models.base import ImageClassifier, init_weights_he
+from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 STAGES = (2, 3, 4)
@@ -90,6 +91,9 @@ class ShuffleNetV1(ImageClassifier):
         self.se_config = se
         self.stem = nn.Sequential(OrderedDict(conv1=ConvBnAct(in_chans, 24, 3, 2), maxpool=nn.MaxPool2d(3, 2, 1)))
         in_channels = 24
+        self.feature_info = FeatureInfo([feature("stem.conv1", 24, 2)] + [
+            feature(f"stage{stage}", channels, 2 ** (stage + 1)) for stage, channels in zip(STAGES, STAGE_CHANNELS[groups])
+        ])  # Conv1, then Stage2 .. Stage4 at 1/8 .. 1/32
         for stage, out_channels, units in zip(STAGES, STAGE_CHANNELS[groups], STAGE_UNITS):
             stage_se = None if se is None else se.for_stage(stage)
             layers = [
@@ -97,13 +101,13 @@ class ShuffleNetV1(ImageClassifier):
                             stride=2 if i == 0 else 1, group_first=not (stage == 2 and i == 0), se=stage_se)
                 for i in range(units)
             ]
-            self.add_module(f"stage{stage}", nn.Sequential(*layers))
+            self.add_module(f"stage{stage}", Stage(*layers))
             in_channels = out_channels
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         x = self.stage2(x)
         x = self.stage3(x)

@@ -20,8 +20,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from senet.layers import SEConfig
-from senet.models.base import ImageClassifier, init_weights_he
+from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
+from senet.models.features import FeatureInfo, feature
 from senet.models.registry import register_model
 
 STAGES = (1, 2, 3, 4, 5)
@@ -51,6 +52,7 @@ class VGG(ImageClassifier):
         self.in_chans = in_chans
         self.se_config = se
         in_channels = in_chans
+        self.feature_info = FeatureInfo(feature(f"conv{s}", w[-1], 2**s) for s, w in zip(STAGES, config))  # after the pools
         for stage, widths in zip(STAGES, config):
             stage_se = None if se is None else se.for_stage(stage)
             layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -61,7 +63,7 @@ class VGG(ImageClassifier):
                     layers[f"se{stage}_{i}"] = stage_se.build(width)
                 in_channels = width
             layers["pool"] = nn.MaxPool2d(2, 2)
-            self.add_module(f"conv{stage}", nn.Sequential(layers))
+            self.add_module(f"conv{stage}", Stage(layers))
         self.pre_logits = nn.Sequential(OrderedDict(
             fc6=nn.Linear(in_channels * 7 * 7, 4096), act6=nn.ReLU(inplace=True), drop6=nn.Dropout(drop_rate),
             fc7=nn.Linear(4096, 4096), act7=nn.ReLU(inplace=True),
@@ -72,7 +74,7 @@ class VGG(ImageClassifier):
         init_weights_he(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.conv1(x)
         x = self.conv2(x)
         x = self.conv3(x)

@@ -1,0 +1,169 @@
+"""Feature maps for detection and segmentation backbones, as timm's `features_only` models.
+
+Every model has `feature_info`: one entry per stage output, with its channels (`num_chs`), its stride
+relative to the input (`reduction`) and the name of the module that computes it (`module`).
+`create_model(name, features_only=True, out_indices=(1, 2, 3, 4))` returns a `FeatureListNet` whose
+forward gives those stages' maps as a list, e.g. for se_resnet50 (N, 256, H/4, W/4) .. (N, 2048, H/32, W/32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, overload
+
+import torch
+from torch import Tensor, nn
+
+from senet.errors import ConfigError
+from senet.models.base import ImageClassifier, check_image_batch
+
+torch.fx.wrap("check_image_batch")  # a leaf in this module's traces too
+
+
+def feature(module: str, num_chs: int, reduction: int) -> dict[str, Any]:
+    """One `feature_info` entry: the output of `module`, `num_chs` channels at 1/`reduction` of the input."""
+    return {"num_chs": num_chs, "reduction": reduction, "module": module}
+
+
+class FeatureInfo(Sequence[dict[str, Any]]):
+    """timm's FeatureInfo: the entries of every stage (indexable, `info[i]["num_chs"]`) and the selected
+    `out_indices`, whose channels, reductions and module names `channels()`, `reduction()` and
+    `module_name()` list (or give for one index `idx`)."""
+
+    def __init__(self, info: Iterable[dict[str, Any]], out_indices: Iterable[int] | None = None) -> None:
+        self.info = [dict(entry) for entry in info]
+        self.out_indices = tuple(range(len(self.info))) if out_indices is None else tuple(out_indices)
+
+    def from_other(self, out_indices: Iterable[int]) -> FeatureInfo:
+        return FeatureInfo(self.info, out_indices)
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> Any:
+        if idx is None:
+            return [self.info[i][key] for i in self.out_indices]
+        if isinstance(idx, (tuple, list)):
+            return [self.info[i][key] for i in idx]
+        return self.info[idx][key]
+
+    def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None) -> Any:
+        def pick(i: int) -> dict[str, Any]:
+            return dict(self.info[i]) if keys is None else {k: self.info[i][k] for k in keys}
+
+        if idx is None:
+            return [pick(i) for i in self.out_indices]
+        if isinstance(idx, (tuple, list)):
+            return [pick(i) for i in idx]
+        return pick(idx)
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("module", idx)
+
+    @overload
+    def __getitem__(self, item: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, item: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, item: int | slice) -> Any:
+        return self.info[item]
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+    def __repr__(self) -> str:
+        return f"FeatureInfo({self.info}, out_indices={self.out_indices})"
+
+
+def check_out_indices(name: str, out_indices: Any, stages: int) -> tuple[int, ...]:
+    """`out_indices` as non-negative stage indices, or a one-line ConfigError (negative ones count from the end)."""
+    if out_indices is None:
+        return tuple(range(stages))
+    valid = f"{name} has {stages} feature stages, out_indices 0 .. {stages - 1} (or -{stages} .. -1)"
+    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+        out_indices = (out_indices,)
+    try:
+        indices = tuple(out_indices)
+    except TypeError:
+        raise ConfigError(f"out_indices must be a tuple of ints, got {out_indices!r}; {valid}") from None
+    if not indices or any(isinstance(i, bool) or not isinstance(i, int) or not -stages <= i < stages for i in indices):
+        raise ConfigError(f"out_indices {out_indices!r} is not valid: {valid}")
+    indices = tuple(i % stages for i in indices)
+    if len(set(indices)) != len(indices):
+        raise ConfigError(f"out_indices {out_indices!r} names a stage twice; {valid}")
+    return indices
+
+
+class FeatureListNet(nn.Module):
+    """A model cut after its last wanted stage; forward gives the maps of `out_indices` as a list.
+
+    The model's own modules run in order (the head is dropped), with the model's state-dict keys, so
+    its weights load into this network (`strict=False` for the head's). Input as the model's.
+    """
+
+    def __init__(self, model: ImageClassifier, out_indices: Iterable[int] | None = None) -> None:
+        super().__init__()
+        name = getattr(model, "name", type(model).__name__)
+        info = model.feature_info
+        indices = check_out_indices(name, out_indices, len(info))
+        self.feature_info = info.from_other(indices)
+        self.input_check = (
+            type(model).__name__, model.in_chans, model.spatial_dims, model.min_input_size,
+            tuple(model.default_input_size),
+        )
+        self.in_chans = model.in_chans
+        self.default_input_size = model.default_input_size
+        wanted = [info[i]["module"] for i in indices]
+        last = max(indices)
+        self.plan: list[str] = []  # dotted names of the modules run, in order
+        for top in model.feature_modules():
+            self.add_module(top, model.get_submodule(top))
+            self.plan += expand(model, top, {info[i]["module"] for i in range(last + 1)})
+            if info[last]["module"] in self.plan:
+                break
+        cut = self.plan.index(info[last]["module"]) + 1
+        self.plan = self.plan[:cut]
+        self.return_layers = wanted
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = check_image_batch(x, *self.input_check)
+        maps: dict[str, Tensor] = {}
+        for path in self.plan:
+            x = self.get_submodule(path)(x)
+            if path in self.return_layers:
+                maps[path] = x
+        return [maps[path] for path in self.return_layers]
+
+
+def expand(model: nn.Module, path: str, targets: set[str]) -> list[str]:
+    """The modules to run for `path` in order: `path` itself, or its children (recursively) where a
+    target lies inside it (the container must then run its children in order, an nn.Sequential)."""
+    inner = [t for t in targets if t.startswith(path + ".")]
+    if not inner:
+        return [path]
+    module = model.get_submodule(path)
+    if not isinstance(module, nn.Sequential):
+        raise TypeError(f"feature module {inner[0]} lies inside {path}, which is not an nn.Sequential")
+    return [p for child, _ in module.named_children() for p in expand(model, f"{path}.{child}", targets)]
+
+
+def check_features_only(features_only: bool, out_indices: Any) -> None:
+    """Raise ConfigError for `out_indices` without `features_only` (before a model is built)."""
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices selects feature maps: pass features_only=True with it")
+
+
+def with_features_only(model: nn.Module, features_only: bool, out_indices: Any = None) -> nn.Module:
+    """`model`, or with `features_only` its feature maps at `out_indices` (default all stages) as a `FeatureListNet`."""
+    check_features_only(features_only, out_indices)
+    if not features_only:
+        return model
+    if not isinstance(model, ImageClassifier):
+        raise ConfigError(f"features_only needs a senet model, got {type(model).__name__}")
+    net = FeatureListNet(model, out_indices)
+    if hasattr(model, "pretrained_cfg"):
+        net.pretrained_cfg = model.pretrained_cfg
+    return net
