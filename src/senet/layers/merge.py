@@ -359,8 +359,9 @@ def merge(
     norm: nn.Module | None = None,
     act: Callable[[Tensor], Tensor] | None = None,
     scale: float = 1.0,
+    drop_path: nn.Module | None = None,
 ) -> Tensor:
-    """act(SE(norm(x)) * scale + skip): the merge of a residual unit (Eq. 4, Fig. 3).
+    """act(drop_path(SE(norm(x)) * scale) + skip): the merge of a residual unit (Eq. 4, Fig. 3).
 
     Args:
         x: the residual branch before its last BN (or its output, with `norm` None), (N, C, *spatial).
@@ -369,6 +370,8 @@ def merge(
         norm: the unit's last BN, folded into the merge on the fused path (see the module docstring).
         act: the unit's activation (a plain `nn.ReLU` is fused).
         scale: a constant residual scale (Inception-ResNet's 0.1 .. 0.3).
+        drop_path: a `senet.layers.drop.DropPath` on the branch (stochastic depth); on the fused path
+            its per-sample factor (0 or 1 / keep) is folded into s, the same as dropping the branch.
 
     `x` is consumed: its memory may hold the result.
     """
@@ -380,6 +383,8 @@ def merge(
             x, fresh = se(x), False  # x * s (a hook on the block may hold its output)
         if scale != 1.0:
             x, fresh = x * scale, True
+        if drop_path is not None and drop_path.training and drop_path.p > 0:
+            x, fresh = drop_path(x), True
         out = x.add_(skip) if fresh and not plain_ops(x) else x + skip
         return out if act is None else act(out)
     se.check_input(x)
@@ -394,6 +399,9 @@ def merge(
     s = excite(se, z)
     if scale != 1.0:
         s = s * scale
+    keep = None if drop_path is None else drop_path.sample_scale(x)
+    if keep is not None:  # dropping sample n's branch x * s is scaling its row of s by 0 (else by 1 / keep)
+        s = s * keep.to(s.dtype).unsqueeze(1)
     relu = fusable_relu(act)
     out = torch.ops.senet.se_merge(x, alpha, beta, s, skip, relu)
     return out if relu or act is None else act(out)

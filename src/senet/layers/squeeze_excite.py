@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
+from senet.layers.drop import as_drop_path, make_drop_path
 from senet.layers.merge import SE_IMPLS, merge
 from senet.layers.nd import BATCHNORM, CONV, check_dims
 
@@ -66,6 +67,9 @@ class GlobalPool(nn.Module):
         self.mode = check_choice("squeeze", mode, ("avg", "max"))
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # (TorchScript has no math.prod of a shape)
+            axes = [axis for axis in range(2, x.dim())]
+            return x.amax(axes, keepdim=True) if self.mode == "max" else x.mean(axes, keepdim=True)
         dims = tuple(range(2, x.dim()))
         if self.mode == "max":
             return x.amax(dims, keepdim=True)
@@ -237,10 +241,8 @@ class SEResidualUnit(nn.Module):
     standard: on the residual branch before the sum; pre: at the input of the residual branch;
     post: after the sum (and its activation); identity: on the shortcut, in parallel with the unit;
     3x3: inside a bottleneck, right after the 3x3 convolution. Subclasses call `init_se` and then
-    `se_pre`, `se_mid` and `se_merge` in their forward.
+    `se_pre`, `se_mid` and `se_merge` in their forward; `init_se` sets `se_position` (a str).
     """
-
-    se_position: str
 
     def init_se(
         self,
@@ -250,7 +252,11 @@ class SEResidualUnit(nn.Module):
         mid_channels: int,
         out_channels: int,
         dims: int = 2,
+        drop_path: float = 0.0,
     ) -> None:
+        """Build the SE block for `se` (None: no SE) and the stochastic depth of the branch (`drop_path`,
+        the probability of dropping it, `senet.layers.drop.DropPath`; 0: an `nn.Identity`)."""
+        self.drop_path = make_drop_path(drop_path)
         self.se_position = "none" if se is None else se.position
         if se is None:
             self.se = None
@@ -265,10 +271,38 @@ class SEResidualUnit(nn.Module):
         self.se = se.build(channels, dims)
 
     def se_pre(self, x: Tensor) -> Tensor:
-        return self.se(x) if self.se_position == "pre" else x
+        se = self.se
+        if se is not None and self.se_position == "pre":
+            return se(x)
+        return x
 
     def se_mid(self, x: Tensor) -> Tensor:
-        return self.se(x) if self.se_position == "3x3" else x
+        se = self.se
+        if se is not None and self.se_position == "3x3":
+            return se(x)
+        return x
+
+    # The plain formulation of the merge, for TorchScript (which cannot compile `merge`, whose fast path
+    # is a custom op): a unit's forward returns `self.se_post(act(self.se_sum(norm(residual), shortcut)))`
+    # when `torch.jit.is_scripting()`. The same values as `se_merge`.
+
+    def se_sum(self, residual: Tensor, shortcut: Tensor) -> Tensor:
+        """drop_path(SE(residual)) + shortcut, with SE at `se_position` (standard: on the residual, identity:
+        on the shortcut; pre and 3x3 happened earlier, post is `se_post`)."""
+        se = self.se
+        if se is not None:
+            if self.se_position == "standard":
+                residual = se(residual)
+            elif self.se_position == "identity":
+                shortcut = se(shortcut)
+        return self.drop_path(residual) + shortcut
+
+    def se_post(self, x: Tensor) -> Tensor:
+        """SE on the unit's output for se_position='post', else x."""
+        se = self.se
+        if se is not None and self.se_position == "post":
+            return se(x)
+        return x
 
     def se_merge(
         self,
@@ -280,11 +314,13 @@ class SEResidualUnit(nn.Module):
         """act(residual + shortcut) with SE applied where `se_position` puts it; given `norm`, the
         residual is norm(residual) (the unit's last BN, which the fused merge folds in). `residual` is
         consumed (its memory may hold the result); see `senet.layers.merge.merge`."""
+        drop_path = as_drop_path(self.drop_path)
         if self.se_position == "standard":  # act(residual * s + shortcut), the release's Axpy layer
-            return merge(residual, shortcut, se=self.se, norm=norm, act=act)
-        if self.se_position == "identity":
-            return merge(shortcut, residual if norm is None else norm(residual), se=self.se, act=act)
-        out = merge(residual, shortcut, norm=norm, act=act)
+            return merge(residual, shortcut, se=self.se, norm=norm, act=act, drop_path=drop_path)
+        if self.se_position == "identity":  # act(SE(shortcut) + drop_path(residual))
+            residual = self.drop_path(residual if norm is None else norm(residual))
+            return merge(shortcut, residual, se=self.se, act=act)
+        out = merge(residual, shortcut, norm=norm, act=act, drop_path=drop_path)
         if self.se_position == "post":
             out = self.se(out)
         return out

@@ -17,9 +17,9 @@ from senet.layers.nd import AVGPOOL, BATCHNORMS, CONVS
 class ImageClassifier(nn.Module):
     """Base class: a feature extractor followed by global pooling, dropout and a linear classifier."""
 
-    default_input_size: tuple[int, ...] = (3, 224, 224)
-    in_chans: int
-    spatial_dims: int = 2
+    # (No class-level annotations: under `from __future__ import annotations` TorchScript cannot read them.)
+    default_input_size = (3, 224, 224)  # (C, H, W); subclasses set `in_chans` (int)
+    spatial_dims = 2
 
     def init_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         self.num_features = num_features

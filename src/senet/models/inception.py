@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 from senet.layers import SEConfig
@@ -236,7 +237,7 @@ class InceptionV3(ImageClassifier):
     """
 
     default_input_size = (3, 299, 299)
-    min_input_size: int = 75
+    min_input_size = 75
 
     def __init__(
         self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5, aux_logits: bool = False,
@@ -275,8 +276,9 @@ class InceptionV3(ImageClassifier):
             self.aux.fc = nn.Linear(768, num_classes, device=device) if num_classes > 0 else nn.Identity()
 
     def check_input(self, x: Tensor) -> None:
-        super().check_input(x)
-        check_min_input_size(self, x)
+        if not torch.jit.is_scripting():  # (TorchScript compiles no super())
+            super().check_input(x)
+            check_min_input_size(self, x)
 
     def forward_pre_aux(self, x: Tensor) -> Tensor:
         """Stem to Mixed_6e: the 17x17 map (at 299) the auxiliary classifier reads."""

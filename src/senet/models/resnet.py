@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from senet.errors import ConfigError, check_choice
 from senet.layers import SEConfig, SEResidualUnit
+from senet.layers.drop import check_drop_path_rate, drop_path_rates
 from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, init_weights_he
 from senet.models.blocks import build_model
 from senet.models.registry import register_model
@@ -56,6 +58,7 @@ class BasicBlock(SEResidualUnit):
         se: SEConfig | None = None,
         dims: int = 2,
         relu_before_se: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64 or reduce_first != 1:
@@ -71,7 +74,8 @@ class BasicBlock(SEResidualUnit):
         self.bn2 = norm(planes)
         self.act2 = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=planes, dims=dims)
+        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=planes, dims=dims,
+                     drop_path=drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -81,8 +85,15 @@ class BasicBlock(SEResidualUnit):
         out = self.se_pre(x)
         out = self.se_mid(self.act1(self.bn1(self.conv1(out))))
         if self.relu_before_se:  # act2(SE(act2(bn2(.))) + shortcut)
-            return self.se_merge(self.act2(self.bn2(self.conv2(out))), shortcut, self.act2)
-        return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
+            out = self.act2(self.bn2(self.conv2(out)))
+            if torch.jit.is_scripting():
+                return self.act2(self.se_sum(out, shortcut))
+            else:
+                return self.se_merge(out, shortcut, self.act2)
+        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
+            return self.se_post(self.act2(self.se_sum(self.bn2(self.conv2(out)), shortcut)))
+        else:
+            return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
 
 
 class Bottleneck(SEResidualUnit):
@@ -103,6 +114,7 @@ class Bottleneck(SEResidualUnit):
         stride_on_3x3: bool = False,
         se: SEConfig | None = None,
         dims: int = 2,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         conv, norm = CONV[dims], BATCHNORM[dims]
@@ -121,7 +133,8 @@ class Bottleneck(SEResidualUnit):
         self.bn3 = norm(out_channels)
         self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.init_se(se, in_channels=in_channels, mid_channels=width, out_channels=out_channels, dims=dims)
+        self.init_se(se, in_channels=in_channels, mid_channels=width, out_channels=out_channels, dims=dims,
+                     drop_path=drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
@@ -131,7 +144,10 @@ class Bottleneck(SEResidualUnit):
         out = self.se_pre(x)
         out = self.act1(self.bn1(self.conv1(out)))
         out = self.se_mid(self.act2(self.bn2(self.conv2(out))))
-        return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
+        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
+            return self.se_post(self.act3(self.se_sum(self.bn3(self.conv3(out)), shortcut)))
+        else:
+            return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
 
 
 def make_stem(
@@ -196,6 +212,7 @@ class ResNet(ImageClassifier):
         zero_init_last: bool = False,
         dims: int = 2,
         name: str = "resnet",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         check_choice("layout", layout, LAYOUTS)
@@ -217,6 +234,8 @@ class ResNet(ImageClassifier):
             )
         self.stem = make_stem(in_chans, stem_width, stem_type=stem_type, layout=layout, dims=dims)
         in_channels = stem_width
+        # Stochastic depth: rate * i / (n - 1) over all n residual units (timm's rule).
+        rates = iter(drop_path_rates(check_drop_path_rate(drop_path_rate, name), sum(layers)))
         for index, (stage, depth) in enumerate(zip(STAGES, layers)):
             planes = 64 * 2**index
             stride = 1 if index == 0 else 2
@@ -248,6 +267,7 @@ class ResNet(ImageClassifier):
                         stride_on_3x3=stride_on_3x3,
                         se=stage_se,
                         dims=dims,
+                        drop_path=next(rates),
                         **({"relu_before_se": True} if relu_before_se and stage_se is not None else {}),
                     )
                 )
@@ -267,7 +287,7 @@ class ResNet(ImageClassifier):
 
 
 # Keywords a user may pass to every ResNet beyond the common ones (`blocks.USER_KWARGS`).
-OPTIONS = ("layout", "zero_init_last", "relu_before_se")
+OPTIONS = ("layout", "zero_init_last", "relu_before_se", "drop_path_rate")
 
 
 def build_resnet(name: str, se: bool, kwargs: dict[str, Any], **arch: Any) -> ResNet:
