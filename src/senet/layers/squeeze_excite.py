@@ -180,9 +180,11 @@ class SEConfig:
     """How a network uses SE: the block's options plus where it goes (Sec. 6 ablations).
 
     `stages` uses the paper's numbering conv2_x .. conv5_x = 2 .. 5 (Table 13); None means every stage.
+    `reduction` is one ratio r for every SE block, or a tuple of positive ints, one per SE stage (the stages
+    in `stages`, else every stage of the model that carries SE), e.g. (16, 16, 16, 8) for SE-ResNet-50.
     """
 
-    reduction: float = 16
+    reduction: float | tuple[int, ...] = 16
     squeeze: str = "avg"
     gate: str = "sigmoid"
     act: str = "relu"
@@ -197,7 +199,14 @@ class SEConfig:
         check_choice("squeeze", self.squeeze, SQUEEZES)
         check_choice("gate", self.gate, GATES)
         check_choice("se_position", self.position, SE_POSITIONS)
-        if not self.reduction >= 1:
+        if isinstance(self.reduction, (tuple, list)):
+            if not self.reduction or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in self.reduction):
+                raise ConfigError(
+                    f"a per-stage reduction must be positive ints, one per SE stage, got {tuple(self.reduction)}; "
+                    "e.g. reduction=(16, 16, 16, 8)"
+                )
+            object.__setattr__(self, "reduction", tuple(self.reduction))
+        elif not self.reduction >= 1:
             raise ConfigError(f"reduction must be >= 1, got {self.reduction}; the paper uses r = 16")
         if self.stages is not None:
             object.__setattr__(self, "stages", tuple(int(s) for s in self.stages))
@@ -205,9 +214,20 @@ class SEConfig:
     def replace(self, **changes: object) -> SEConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    def for_stage(self, stage: int) -> SEConfig | None:
-        """This config if SE goes into `stage` (paper numbering), else None."""
-        return self if self.stages is None or stage in self.stages else None
+    def for_stage(self, stage: int, model_stages: tuple[int, ...]) -> SEConfig | None:
+        """The config of SE in `stage` (paper numbering; `model_stages`: the stages of the model that can carry
+        SE), with that stage's ratio of a per-stage `reduction`; None if SE does not go into `stage`."""
+        if self.stages is not None and stage not in self.stages:
+            return None
+        if not isinstance(self.reduction, tuple):
+            return self
+        se_stages = tuple(model_stages) if self.stages is None else tuple(sorted(self.stages))
+        if len(self.reduction) != len(se_stages):
+            raise ConfigError(
+                f"reduction {self.reduction} gives {len(self.reduction)} ratios for {len(se_stages)} SE stages "
+                f"{se_stages}; give one ratio per SE stage or a single reduction"
+            )
+        return self.replace(reduction=self.reduction[se_stages.index(stage)])
 
     def check_stages(self, valid: tuple[int, ...], model: str = "this model") -> None:
         """Raise ConfigError if `stages` names a stage the model does not have."""
@@ -221,6 +241,8 @@ class SEConfig:
             )
 
     def build(self, channels: int, dims: int = 2) -> SqueezeExcitation:
+        if isinstance(self.reduction, tuple):
+            raise ConfigError(f"a per-stage reduction {self.reduction} is resolved by stage (`for_stage`) first")
         return SqueezeExcitation(
             channels,
             self.reduction,
@@ -252,11 +274,13 @@ class SEResidualUnit(nn.Module):
         mid_channels: int,
         out_channels: int,
         dims: int = 2,
-        drop_path: float = 0.0,
+        drop_path: float | None = None,
     ) -> None:
         """Build the SE block for `se` (None: no SE) and the stochastic depth of the branch (`drop_path`,
-        the probability of dropping it, `senet.layers.drop.DropPath`; 0: an `nn.Identity`)."""
-        self.drop_path = make_drop_path(drop_path)
+        the probability of dropping it, `senet.layers.drop.DropPath`; 0: an `nn.Identity`; None: keep the
+        unit's own, as when `senet.add_se` adds SE to a built unit)."""
+        if drop_path is not None or not hasattr(self, "drop_path"):
+            self.drop_path = make_drop_path(drop_path or 0.0)
         self.se_position = "none" if se is None else se.position
         if se is None:
             self.se = None

@@ -173,7 +173,7 @@ class CifarResNet(ImageClassifier):
             for i in range(depth):
                 rate = next(rates)
                 stride = 2 if index > 0 and i == 0 else 1
-                stage_se = None if se is None else se.for_stage(stage)
+                stage_se = None if se is None else se.for_stage(stage, STAGES)
                 out_channels = planes * block.expansion
                 if preact:
                     unit = block(in_channels, planes, stride=stride, se=stage_se, dims=dims, drop_path=rate,

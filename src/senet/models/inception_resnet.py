@@ -113,7 +113,7 @@ class InceptionResNetV2(ImageClassifier):
         self.in_chans = in_chans
         self.default_input_size = (in_chans, 299, 299)
         self.se_config = se
-        se5, se6, se7 = (None if se is None else se.for_stage(s) for s in (5, 6, 7))
+        se5, se6, se7 = (None if se is None else se.for_stage(s, (5, 6, 7)) for s in (5, 6, 7))
         self.stem = nn.Sequential(OrderedDict(
             conv2d_1a=conv(in_chans, 32, 3, 2, 0), conv2d_2a=conv(32, 32, 3, padding=0), conv2d_2b=conv(32, 64, 3),
             maxpool_3a=nn.MaxPool2d(3, 2), conv2d_3b=conv(64, 80, 1), conv2d_4a=conv(80, 192, 3, padding=0),

@@ -77,7 +77,7 @@ class MobileNetV1(ImageClassifier):
             for i, channels in enumerate(widths):
                 out_channels = int(channels * width_multiplier)
                 stride = 2 if stage > 1 and i == 0 else 1
-                layer_se = None if se is None else se.for_stage(stage)
+                layer_se = None if se is None else se.for_stage(stage, STAGES)
                 layers[f"conv_dw_{index}"] = DepthwiseSeparable(in_channels, out_channels, stride, layer_se)
                 in_channels, index = out_channels, index + 1
             self.add_module(f"stage{stage}", nn.Sequential(layers))
@@ -145,6 +145,16 @@ MOBILENET_V3_SMALL = (
 MOBILENET_V3_SE = SEConfig(reduction=4, gate="hard_sigmoid", divisor=8)
 
 
+def v3_se_stages(blocks: tuple[tuple[int, int, int, bool, str, int], ...]) -> tuple[int, ...]:
+    """The stages (output stride 2^s) that hold a MobileNetV3 block marked SE: a per-stage reduction's stages."""
+    stages, stride = set(), 2
+    for *_, has_se, _, block_stride in blocks:
+        stride *= block_stride
+        if has_se:
+            stages.add(stride.bit_length() - 1)
+    return tuple(sorted(stages))
+
+
 class InvertedResidual(nn.Module):
     """1x1 expansion, kxk depthwise conv, SE on the expanded width, linear 1x1 projection, identity shortcut
     when the shape is kept (MobileNetV2/V3 bottleneck, Fig. 4 of Howard et al. 2019)."""
@@ -198,10 +208,11 @@ class MobileNetV3(ImageClassifier):
         in_channels, stride = 16, 2
         layers: list[nn.Module] = []
         # Stochastic depth over the blocks with an identity shortcut (rate * i / (n - 1) over all blocks).
+        se_stages = v3_se_stages(blocks)
         rates = drop_path_rates(check_drop_path_rate(drop_path_rate, name), len(blocks))
         for (kernel_size, expanded, out_channels, has_se, act, block_stride), rate in zip(blocks, rates):
             stride *= block_stride
-            block_se = se.for_stage(stride.bit_length() - 1) if se is not None and has_se else None
+            block_se = se.for_stage(stride.bit_length() - 1, se_stages) if se is not None and has_se else None
             layers.append(
                 InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se, bn, rate)
             )

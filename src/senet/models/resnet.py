@@ -253,7 +253,7 @@ class ResNet(ImageClassifier):
                         norm(out_channels),
                     )
             units = []
-            stage_se = None if se is None else se.for_stage(stage)
+            stage_se = None if se is None else se.for_stage(stage, STAGES)
             for i in range(depth):
                 units.append(
                     block(

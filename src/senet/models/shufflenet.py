@@ -102,7 +102,7 @@ class ShuffleNetV1(ImageClassifier):
         # Stochastic depth: rate * i / (n - 1) over all 16 units (the stride-2 ones have no identity to keep).
         rates = iter(drop_path_rates(check_drop_path_rate(drop_path_rate, name), sum(STAGE_UNITS)))
         for stage, out_channels, units in zip(STAGES, STAGE_CHANNELS[groups], STAGE_UNITS):
-            stage_se = None if se is None else se.for_stage(stage)
+            stage_se = None if se is None else se.for_stage(stage, STAGES)
             layers = [
                 ShuffleUnit(in_channels if i == 0 else out_channels, out_channels, groups=groups,
                             stride=2 if i == 0 else 1, group_first=not (stage == 2 and i == 0), se=stage_se,

@@ -52,7 +52,7 @@ class VGG(ImageClassifier):
         self.se_config = se
         in_channels = in_chans
         for stage, widths in zip(STAGES, config):
-            stage_se = None if se is None else se.for_stage(stage)
+            stage_se = None if se is None else se.for_stage(stage, STAGES)
             layers: OrderedDict[str, nn.Module] = OrderedDict()
             for i, width in enumerate(widths, start=1):
                 # The released VGG convolutions keep their bias next to BN (138,365,992 parameters).
