@@ -214,14 +214,14 @@ class SEConfig:
     def replace(self, **changes: object) -> SEConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    def for_stage(self, stage: int, model_stages: tuple[int, ...]) -> SEConfig | None:
+    def for_stage(self, stage: int, model_stages: tuple[int, ...] | None = None) -> SEConfig | None:
         """The config of SE in `stage` (paper numbering; `model_stages`: the stages of the model that can carry
         SE), with that stage's ratio of a per-stage `reduction`; None if SE does not go into `stage`."""
         if self.stages is not None and stage not in self.stages:
             return None
         if not isinstance(self.reduction, tuple):
             return self
-        se_stages = tuple(model_stages) if self.stages is None else tuple(sorted(self.stages))
+        se_stages = tuple(model_stages or ()) if self.stages is None else tuple(sorted(self.stages))
         if len(self.reduction) != len(se_stages):
             raise ConfigError(
                 f"reduction {self.reduction} gives {len(self.reduction)} ratios for {len(se_stages)} SE stages "
