@@ -132,7 +132,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = Tr
     from senet.models.resnet import LAYOUTS
 
     group = parser.add_argument_group("SE variant (SE models only; defaults reproduce the paper)")
-    group.add_argument("--reduction", type=float, help="reduction ratio r (paper: 16)")
+    group.add_argument("--reduction", type=reduction_arg,
+                       help="reduction ratio r (paper: 16), or one per SE stage, comma-separated (e.g. 16,16,16,8)")
     group.add_argument("--squeeze", choices=SQUEEZES, help="squeeze operator (paper: avg)")
     group.add_argument("--gate", choices=list(GATES), help="excitation gate (paper: sigmoid)")
     group.add_argument("--se-position", choices=SE_POSITIONS, help="SE integration (Fig. 5; paper: standard)")
@@ -144,6 +145,17 @@ def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = Tr
     arch.add_argument("--in-chans", type=positive_int, help="input channels")
 
 
+def reduction_arg(text: str) -> float | tuple[int, ...]:
+    """--reduction: one ratio (16, 8.5) or one positive int per SE stage, comma-separated (16,16,16,8)."""
+    try:
+        if "," in text:
+            return tuple(int(part) for part in text.split(","))
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio such as 16 or one per SE stage such as 16,16,16,8, got {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
 # create_model keywords with a flag of the same name (`add_model_args`).
 MODEL_FLAGS = ("reduction", "squeeze", "gate", "se_position", "se_stages", "layout", "num_classes", "in_chans")
 
@@ -152,7 +164,7 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The create_model keywords the flags of `add_model_args` ask for (flags left unset are omitted)."""
     kwargs: dict[str, Any] = {}
     if args.reduction is not None:
-        kwargs["reduction"] = int(args.reduction) if float(args.reduction).is_integer() else args.reduction
+        kwargs["reduction"] = args.reduction
     for flag in ("squeeze", "gate", "se_position", "layout", "num_classes", "in_chans"):
         if getattr(args, flag, None) is not None:
             kwargs[flag] = getattr(args, flag)

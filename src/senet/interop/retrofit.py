@@ -22,6 +22,8 @@ see an ordinary module. Such a model is saved as a state dict (safetensors), not
 
 from __future__ import annotations
 
+import functools
+
 import math
 import operator
 import re
@@ -111,7 +113,7 @@ class SEReport:
 def add_se(
     model: nn.Module,
     *,
-    reduction: float | None = None,
+    reduction: float | Sequence[int] | None = None,
     squeeze: str | None = None,
     gate: str | None = None,
     act: str | None = None,
@@ -135,9 +137,12 @@ def add_se(
     a senet model's own `se_stages` numbering, else s where the unit's output is at 1/2^s of the input
     resolution (ResNet's conv2_x .. conv5_x = 2 .. 5; found by one forward pass of a zero input of
     `input_size`, default the model's `default_input_size` or (3, 224, 224)). `where` names the modules
-    instead: a residual unit gets SE inside it, any other module SE on its output.
+    instead: a residual unit gets SE inside it, any other module SE on its output. A tuple `reduction`
+    gives one ratio per stage that gets SE (in stage order), e.g. (16, 16, 16, 8) on a ResNet-50.
     """
     config = _family_defaults(model)
+    if isinstance(reduction, Sequence):
+        reduction = tuple(reduction)
     given = dict(reduction=reduction, squeeze=squeeze, gate=gate, act=act, bias=bias, divisor=divisor,
                  min_channels=min_channels, norm=norm)
     config = config.replace(position=position, stages=None, **{k: v for k, v in given.items() if v is not None})
@@ -161,7 +166,13 @@ def add_se(
 
     report = SEReport(type(model).__name__, params_before=sum(p.numel() for p in model.parameters()))
 
-    def build(channels: int, dims: int, near: nn.Module) -> SqueezeExcitation:
+    site_configs = {site.name: config for site in sites}
+    if isinstance(config.reduction, tuple):  # one ratio per stage that gets SE
+        numbers = _stage_numbers(model, sites, input_size)
+        se_stages = tuple(sorted(set(numbers.values())))
+        site_configs = {site.name: config.replace(stages=None).for_stage(numbers[site.name], se_stages) for site in sites}
+
+    def build(config: SEConfig, channels: int, dims: int, near: nn.Module) -> SqueezeExcitation:
         se = SqueezeExcitation(
             channels, config.reduction, squeeze=config.squeeze, gate=config.gate, act=config.act,
             bias=config.bias, hidden_channels=hidden_channels, divisor=config.divisor,
@@ -172,7 +183,8 @@ def add_se(
         return se if param is None else se.to(device=param.device, dtype=param.dtype)
 
     for site in sites:
-        name, se = site.insert(config, build)
+        site_config = site_configs[site.name]
+        name, se = site.insert(site_config, functools.partial(build, site_config))
         report.sites.append(SESite(name, site.label, site.position, se.channels, se.hidden_channels,
                                    sum(p.numel() for p in se.parameters())))
     model.se_report = report

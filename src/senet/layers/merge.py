@@ -304,8 +304,8 @@ def _backward_formula(grad_out, out, c, alpha, s, relu, skip):
         sum_gc, sum_g = spatial_sums(g, c, s.shape + (1,) * (g.dim() - 2))
         return (g if relu else g.new_empty(0)), grad_c, sum_gc.flatten(1), sum_g.flatten(1)
     # c = x was not kept: x * s = out - skip wherever g is not zero (behind the ReLU, out > 0), so the sum
-    # of g * x is the sum of g * (out - skip), divided by s (s = 0 only where the sigmoid underflowed,
-    # and there the gate's own gradient s (1 - s) is 0 as well).
+    # of g * x is the sum of g * (out - skip), divided by s (s = 0 only where the sigmoid underflowed or
+    # a drop path dropped the sample, and there the gradient reaching the gate, s (1 - s) or 0, is 0 too).
     sum_gd, sum_g = spatial_sums(g, out - skip, s.shape + (1,) * (g.dim() - 2))
     tiny = torch.finfo(s.dtype).tiny
     return (g if relu else g.new_empty(0)), grad_c, sum_gd.flatten(1) / s.clamp_min(tiny), sum_g.flatten(1)
@@ -409,9 +409,10 @@ def merge(
     norm: nn.Module | None = None,
     act: Callable[[Tensor], Tensor] | None = None,
     scale: float = 1.0,
+    drop_path: nn.Module | None = None,
     skip_kept: bool = False,
 ) -> Tensor:
-    """act(SE(norm(x)) * scale + skip): the merge of a residual unit (Eq. 4, Fig. 3).
+    """act(drop_path(SE(norm(x)) * scale) + skip): the merge of a residual unit (Eq. 4, Fig. 3).
 
     Args:
         x: the residual branch before its last BN (or its output, with `norm` None), (N, C, *spatial).
@@ -420,6 +421,8 @@ def merge(
         norm: the unit's last BN, folded into the merge on the fused path (see the module docstring).
         act: the unit's activation (a plain `nn.ReLU` is fused).
         scale: a constant residual scale (Inception-ResNet's 0.1 .. 0.3).
+        drop_path: a `senet.layers.drop.DropPath` on the branch (stochastic depth); on the fused path
+            its per-sample factor (0 or 1 / keep) is folded into s, the same as dropping the branch.
         skip_kept: `skip` is a tensor autograd keeps anyway (the unit's input, on an identity shortcut).
             Then, with no BN to fold, a sigmoid gate (s > 0) and a ReLU or no activation, the fused merge
             keeps the shortcut and its output instead of x and rebuilds x * s = out - skip in the backward
@@ -435,6 +438,8 @@ def merge(
             x, fresh = se(x), False  # x * s (a hook on the block may hold its output)
         if scale != 1.0:
             x, fresh = x * scale, True
+        if drop_path is not None and drop_path.training and drop_path.p > 0:
+            x, fresh = drop_path(x), True
         out = x.add_(skip) if fresh and not plain_ops(x) else x + skip
         return out if act is None else act(out)
     se.check_input(x)
@@ -449,6 +454,9 @@ def merge(
     s = excite(se, z)
     if scale != 1.0:
         s = s * scale
+    keep = None if drop_path is None else drop_path.sample_scale(x)
+    if keep is not None:  # dropping sample n's branch x * s is scaling its row of s by 0 (else by 1 / keep)
+        s = s * keep.to(s.dtype).unsqueeze(1)
     relu = fusable_relu(act)
     keep_skip = skip_kept and alpha is None and (relu or act is None) and isinstance(se.gate, nn.Sigmoid)
     out = torch.ops.senet.se_merge(x, alpha, beta, s, skip, relu, keep_skip)

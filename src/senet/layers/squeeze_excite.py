@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
+from senet.layers.drop import as_drop_path, make_drop_path
 from senet.layers.merge import SE_IMPLS, merge
 from senet.layers.nd import BATCHNORM, CONV, check_dims
 
@@ -82,7 +83,11 @@ class GlobalPool(nn.Module):
         self.mode = check_choice("squeeze", mode, ("avg", "max"))
 
     def forward(self, x: Tensor) -> Tensor:
-        return global_pool(x, self.mode)
+        if torch.jit.is_scripting():  # (TorchScript has no math.prod of a shape)
+            axes = [axis for axis in range(2, x.dim())]
+            return x.amax(axes, keepdim=True) if self.mode == "max" else x.mean(axes, keepdim=True)
+        else:
+            return global_pool(x, self.mode)
 
     def extra_repr(self) -> str:
         return self.mode
@@ -166,8 +171,9 @@ class SqueezeExcitation(nn.Module):
 
     def excitation(self, x: Tensor) -> Tensor:
         """The gate values s (Eq. 3), shape (N, C, 1, ...) or (N, C, *spatial) for squeeze='none'."""
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not isinstance(x, torch.fx.Proxy):
-            self.check_input(x)  # (a torch.fx trace checks the model's input instead)
+        if not torch.jit.is_scripting():  # (TorchScript compiles nothing under this)
+            if not torch.jit.is_tracing() and not isinstance(x, torch.fx.Proxy):
+                self.check_input(x)  # (a torch.fx trace checks the model's input instead)
         s = self.squeeze(x)
         s = self.act(self.bn(self.fc1(s)))
         return self.gate(self.fc2(s))
@@ -187,9 +193,11 @@ class SEConfig:
     """How a network uses SE: the block's options plus where it goes (Sec. 6 ablations).
 
     `stages` uses the paper's numbering conv2_x .. conv5_x = 2 .. 5 (Table 13); None means every stage.
+    `reduction` is one ratio r for every SE block, or a tuple of positive ints, one per SE stage (the stages
+    in `stages`, else every stage of the model that carries SE), e.g. (16, 16, 16, 8) for SE-ResNet-50.
     """
 
-    reduction: float = 16
+    reduction: float | tuple[int, ...] = 16
     squeeze: str = "avg"
     gate: str = "sigmoid"
     act: str = "relu"
@@ -204,7 +212,14 @@ class SEConfig:
         check_choice("squeeze", self.squeeze, SQUEEZES)
         check_choice("gate", self.gate, GATES)
         check_choice("se_position", self.position, SE_POSITIONS)
-        if not self.reduction >= 1:
+        if isinstance(self.reduction, (tuple, list)):
+            if not self.reduction or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in self.reduction):
+                raise ConfigError(
+                    f"a per-stage reduction must be positive ints, one per SE stage, got {tuple(self.reduction)}; "
+                    "e.g. reduction=(16, 16, 16, 8)"
+                )
+            object.__setattr__(self, "reduction", tuple(self.reduction))
+        elif not self.reduction >= 1:
             raise ConfigError(f"reduction must be >= 1, got {self.reduction}; the paper uses r = 16")
         if self.stages is not None:
             object.__setattr__(self, "stages", tuple(int(s) for s in self.stages))
@@ -212,9 +227,20 @@ class SEConfig:
     def replace(self, **changes: object) -> SEConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    def for_stage(self, stage: int) -> SEConfig | None:
-        """This config if SE goes into `stage` (paper numbering), else None."""
-        return self if self.stages is None or stage in self.stages else None
+    def for_stage(self, stage: int, model_stages: tuple[int, ...] | None = None) -> SEConfig | None:
+        """The config of SE in `stage` (paper numbering; `model_stages`: the stages of the model that can carry
+        SE), with that stage's ratio of a per-stage `reduction`; None if SE does not go into `stage`."""
+        if self.stages is not None and stage not in self.stages:
+            return None
+        if not isinstance(self.reduction, tuple):
+            return self
+        se_stages = tuple(model_stages or ()) if self.stages is None else tuple(sorted(self.stages))
+        if len(self.reduction) != len(se_stages):
+            raise ConfigError(
+                f"reduction {self.reduction} gives {len(self.reduction)} ratios for {len(se_stages)} SE stages "
+                f"{se_stages}; give one ratio per SE stage or a single reduction"
+            )
+        return self.replace(reduction=self.reduction[se_stages.index(stage)])
 
     def check_stages(self, valid: tuple[int, ...], model: str = "this model") -> None:
         """Raise ConfigError if `stages` names a stage the model does not have."""
@@ -228,6 +254,8 @@ class SEConfig:
             )
 
     def build(self, channels: int, dims: int = 2) -> SqueezeExcitation:
+        if isinstance(self.reduction, tuple):
+            raise ConfigError(f"a per-stage reduction {self.reduction} is resolved by stage (`for_stage`) first")
         return SqueezeExcitation(
             channels,
             self.reduction,
@@ -248,10 +276,8 @@ class SEResidualUnit(nn.Module):
     standard: on the residual branch before the sum; pre: at the input of the residual branch;
     post: after the sum (and its activation); identity: on the shortcut, in parallel with the unit;
     3x3: inside a bottleneck, right after the 3x3 convolution. Subclasses call `init_se` and then
-    `se_pre`, `se_mid` and `se_merge` in their forward.
+    `se_pre`, `se_mid` and `se_merge` in their forward; `init_se` sets `se_position` (a str).
     """
-
-    se_position: str
 
     def init_se(
         self,
@@ -261,7 +287,13 @@ class SEResidualUnit(nn.Module):
         mid_channels: int,
         out_channels: int,
         dims: int = 2,
+        drop_path: float | None = None,
     ) -> None:
+        """Build the SE block for `se` (None: no SE) and the stochastic depth of the branch (`drop_path`,
+        the probability of dropping it, `senet.layers.drop.DropPath`; 0: an `nn.Identity`; None: keep the
+        unit's own, as when `senet.add_se` adds SE to a built unit)."""
+        if drop_path is not None or not hasattr(self, "drop_path"):
+            self.drop_path = make_drop_path(drop_path or 0.0)
         self.se_position = "none" if se is None else se.position
         if se is None:
             self.se = None
@@ -276,10 +308,38 @@ class SEResidualUnit(nn.Module):
         self.se = se.build(channels, dims)
 
     def se_pre(self, x: Tensor) -> Tensor:
-        return self.se(x) if self.se_position == "pre" else x
+        se = self.se
+        if se is not None and self.se_position == "pre":
+            return se(x)
+        return x
 
     def se_mid(self, x: Tensor) -> Tensor:
-        return self.se(x) if self.se_position == "3x3" else x
+        se = self.se
+        if se is not None and self.se_position == "3x3":
+            return se(x)
+        return x
+
+    # The plain formulation of the merge, for TorchScript (which cannot compile `merge`, whose fast path
+    # is a custom op): a unit's forward returns `self.se_post(act(self.se_sum(norm(residual), shortcut)))`
+    # when `torch.jit.is_scripting()`. The same values as `se_merge`.
+
+    def se_sum(self, residual: Tensor, shortcut: Tensor) -> Tensor:
+        """drop_path(SE(residual)) + shortcut, with SE at `se_position` (standard: on the residual, identity:
+        on the shortcut; pre and 3x3 happened earlier, post is `se_post`)."""
+        se = self.se
+        if se is not None:
+            if self.se_position == "standard":
+                residual = se(residual)
+            elif self.se_position == "identity":
+                shortcut = se(shortcut)
+        return self.drop_path(residual) + shortcut
+
+    def se_post(self, x: Tensor) -> Tensor:
+        """SE on the unit's output for se_position='post', else x."""
+        se = self.se
+        if se is not None and self.se_position == "post":
+            return se(x)
+        return x
 
     def se_merge(
         self,
@@ -293,11 +353,13 @@ class SEResidualUnit(nn.Module):
         residual is norm(residual) (the unit's last BN, which the fused merge folds in). `residual` is
         consumed (its memory may hold the result); `shortcut_kept`: the shortcut is the unit's input
         (an identity shortcut), see `senet.layers.merge.merge`."""
+        drop_path = as_drop_path(self.drop_path)
         if self.se_position == "standard":  # act(residual * s + shortcut), the release's Axpy layer
-            return merge(residual, shortcut, se=self.se, norm=norm, act=act, skip_kept=shortcut_kept)
-        if self.se_position == "identity":
-            return merge(shortcut, residual if norm is None else norm(residual), se=self.se, act=act)
-        out = merge(residual, shortcut, norm=norm, act=act)
+            return merge(residual, shortcut, se=self.se, norm=norm, act=act, drop_path=drop_path, skip_kept=shortcut_kept)
+        if self.se_position == "identity":  # act(SE(shortcut) + drop_path(residual))
+            residual = self.drop_path(residual if norm is None else norm(residual))
+            return merge(shortcut, residual, se=self.se, act=act)
+        out = merge(residual, shortcut, norm=norm, act=act, drop_path=drop_path)
         if self.se_position == "post":
             out = self.se(out)
         return out

@@ -67,11 +67,14 @@ class Stage(nn.Sequential):
     The same state-dict keys as `nn.Sequential`; BatchNorm statistics are updated once per step.
     """
 
-    grad_checkpointing = False  # set by ImageClassifier.set_grad_checkpointing
+    def __init__(self, *args: nn.Module) -> None:
+        super().__init__(*args)
+        self.grad_checkpointing = False  # set by ImageClassifier.set_grad_checkpointing
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.grad_checkpointing and self.training and not torch.jit.is_scripting() and torch.is_grad_enabled():
-            return self.forward_checkpointed(x)
+        if not torch.jit.is_scripting():  # (TorchScript compiles nothing under this)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                return self.forward_checkpointed(x)
         for module in self:
             x = module(x)
         return x
@@ -89,10 +92,10 @@ class Stage(nn.Sequential):
 class ImageClassifier(nn.Module):
     """Base class: a feature extractor followed by global pooling, dropout and a linear classifier."""
 
-    default_input_size: tuple[int, ...] = (3, 224, 224)
-    in_chans: int
-    spatial_dims: int = 2
-    min_input_size: int = 1  # the smallest side the network takes (valid-padded reductions need more)
+    # (No class-level annotations: under `from __future__ import annotations` TorchScript cannot read them.)
+    default_input_size = (3, 224, 224)  # (C, H, W); subclasses set `in_chans` (int)
+    spatial_dims = 2
+    min_input_size = 1  # the smallest side the network takes (valid-padded reductions need more)
 
     def init_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         self.num_features = num_features

@@ -105,5 +105,10 @@ def build_model(
     """Build registered model `name` = `cls(**arch)` from the user's `kwargs` (the SE keywords become its
     SEConfig, None for a plain model; unknown keywords raise ConfigError)."""
     se_config = pop_se_config(name, kwargs, se=se, defaults=se_defaults)
+    if "drop_path_rate" in kwargs and "drop_path_rate" not in extra_kwargs:
+        raise ConfigError(
+            f"{name} has no residual units, so drop_path_rate (stochastic depth) does not apply; the ResNet, "
+            "CIFAR ResNet, Inception-ResNet-v2, MobileNetV3 and ShuffleNet models take it"
+        )
     check_kwargs(name, kwargs, USER_KWARGS + extra_kwargs)
     return cls(se=se_config, name=name, **arch, **kwargs)

@@ -4,7 +4,9 @@
   16, 32, 64 channels, parameter-free "option A" shortcuts (subsample and zero-pad channels).
 - resnet164: pre-activation bottleneck ResNet (He et al., Identity Mappings), 18 blocks per stage,
   outputs 64, 128, 256, 1x1 projection shortcuts.
-- wrn16_8: Wide ResNet-16-8 (Zagoruyko & Komodakis): pre-activation basic blocks, widths 128, 256, 512.
+- wrn16_8: Wide ResNet-16-8 (Zagoruyko & Komodakis): pre-activation basic blocks, widths 128, 256, 512;
+  `drop_rate` is its dropout between the two 3x3 convs of each block (on the other models: before the
+  classifier).
 
 Stages are numbered as the paper numbers ImageNet stages: the 32x32, 16x16 and 8x8 stages are 2, 3, 4.
 
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from senet.errors import check_choice
 from senet.layers import SEConfig, SEResidualUnit
+from senet.layers.drop import check_drop_path_rate, drop_path_rates
 from senet.models.base import BATCHNORM, CONV, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
 from senet.models.features import FeatureInfo, feature
@@ -42,9 +46,9 @@ class PadShortcut(nn.Module):
         self.extra_channels = extra_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        index = (slice(None), slice(None)) + (slice(None, None, self.stride),) * (x.dim() - 2)
-        x = x[index]
-        return F.pad(x, (0, 0) * (x.dim() - 2) + (0, self.extra_channels))
+        for axis in range(2, x.dim()):  # x[:, :, ::stride, ::stride], written so that TorchScript compiles it
+            x = x.transpose(0, axis)[:: self.stride].transpose(0, axis)
+        return F.pad(x, [0, 0] * (x.dim() - 2) + [0, self.extra_channels])
 
 
 class PreActBottleneck(SEResidualUnit):
@@ -54,7 +58,7 @@ class PreActBottleneck(SEResidualUnit):
     preact = True
 
     def __init__(self, in_channels: int, planes: int, *, stride: int = 1, se: SEConfig | None = None,
-                 drop_rate: float = 0.0, dims: int = 2) -> None:
+                 dims: int = 2, drop_path: float = 0.0) -> None:
         super().__init__()
         conv, norm = CONV[dims], BATCHNORM[dims]
         out_channels = planes * self.expansion
@@ -70,7 +74,8 @@ class PreActBottleneck(SEResidualUnit):
         self.downsample = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = conv(in_channels, out_channels, 1, stride, bias=False)
-        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=out_channels, dims=dims)
+        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=out_channels, dims=dims,
+                     drop_path=drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
@@ -82,17 +87,21 @@ class PreActBottleneck(SEResidualUnit):
         out = self.conv1(preact)
         out = self.se_mid(self.conv2(self.act2(self.bn2(out))))
         out = self.conv3(self.act3(self.bn3(out)))
-        return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
+        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
+            return self.se_post(self.se_sum(out, shortcut))
+        else:
+            return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
 
 
 class WideBasic(SEResidualUnit):
-    """Pre-activation BN-ReLU-3x3, BN-ReLU-(dropout)-3x3 block of Wide ResNets."""
+    """Pre-activation BN-ReLU-3x3, BN-ReLU-dropout-3x3 block of Wide ResNets (Zagoruyko & Komodakis 2016,
+    Sec. 2.4: dropout between the two convolutions, `drop_rate`, 0.3 in their CIFAR runs)."""
 
     expansion = 1
     preact = True
 
     def __init__(self, in_channels: int, planes: int, *, stride: int = 1, se: SEConfig | None = None,
-                 drop_rate: float = 0.0, dims: int = 2) -> None:
+                 drop_rate: float = 0.0, dims: int = 2, drop_path: float = 0.0) -> None:
         super().__init__()
         conv, norm = CONV[dims], BATCHNORM[dims]
         self.bn1 = norm(in_channels)
@@ -105,7 +114,8 @@ class WideBasic(SEResidualUnit):
         self.downsample = None
         if stride != 1 or in_channels != planes:
             self.downsample = conv(in_channels, planes, 1, stride, bias=False)
-        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=planes, dims=dims)
+        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=planes, dims=dims,
+                     drop_path=drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
@@ -116,7 +126,10 @@ class WideBasic(SEResidualUnit):
         shortcut = x if self.downsample is None else self.downsample(preact)
         out = self.se_mid(self.conv1(preact))
         out = self.conv2(self.drop(self.act2(self.bn2(out))))
-        return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
+        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
+            return self.se_post(self.se_sum(out, shortcut))
+        else:
+            return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
 
 
 class CifarResNet(ImageClassifier):
@@ -136,6 +149,7 @@ class CifarResNet(ImageClassifier):
         zero_init_last: bool = False,
         dims: int = 2,
         name: str = "cifar_resnet",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         check_choice("shortcut", shortcut, SHORTCUTS)
@@ -153,14 +167,18 @@ class CifarResNet(ImageClassifier):
             stem += [norm(16), nn.ReLU(inplace=True)]
         self.stem = nn.Sequential(*stem)
         in_channels = 16
+        # Stochastic depth: rate * i / (n - 1) over all n residual units (timm's rule).
+        rates = iter(drop_path_rates(check_drop_path_rate(drop_path_rate, name), depth * len(STAGES)))
         for index, (stage, planes) in enumerate(zip(STAGES, widths)):
             units: list[nn.Module] = []
             for i in range(depth):
+                rate = next(rates)
                 stride = 2 if index > 0 and i == 0 else 1
-                stage_se = None if se is None else se.for_stage(stage)
+                stage_se = None if se is None else se.for_stage(stage, STAGES)
                 out_channels = planes * block.expansion
                 if preact:
-                    unit = block(in_channels, planes, stride=stride, se=stage_se, dims=dims)
+                    unit = block(in_channels, planes, stride=stride, se=stage_se, dims=dims, drop_path=rate,
+                                 **({"drop_rate": drop_rate} if block is WideBasic else {}))
                 else:
                     downsample = None
                     if stride != 1 or in_channels != out_channels:
@@ -170,7 +188,8 @@ class CifarResNet(ImageClassifier):
                             downsample = nn.Sequential(
                                 conv(in_channels, out_channels, 1, stride, bias=False), norm(out_channels)
                             )
-                    unit = block(in_channels, planes, stride=stride, downsample=downsample, se=stage_se, dims=dims)
+                    unit = block(in_channels, planes, stride=stride, downsample=downsample, se=stage_se, dims=dims,
+                                 drop_path=rate)
                 units.append(unit)
                 in_channels = out_channels
             self.add_module(f"layer{index + 1}", Stage(*units))
@@ -181,7 +200,10 @@ class CifarResNet(ImageClassifier):
             feature(module, width * block.expansion, 2**index)
             for index, (module, width) in enumerate(zip(("layer1", "layer2", "final" if preact else "layer3"), widths))
         )
-        self.init_head(in_channels, num_classes, drop_rate)
+        # drop_rate: a Wide ResNet's dropout between the convs of each wide block (its paper has none before
+        # the classifier); every other CIFAR network's dropout before the classifier.
+        self.init_head(in_channels, num_classes, 0.0 if block is WideBasic else drop_rate)
+        self.drop_rate = drop_rate
 
         init_weights_he(self, zero_init_last)
 
@@ -195,7 +217,7 @@ class CifarResNet(ImageClassifier):
 
 
 # Keywords a user may pass to every CIFAR ResNet beyond the common ones (`blocks.USER_KWARGS`).
-OPTIONS = ("shortcut", "zero_init_last")
+OPTIONS = ("shortcut", "zero_init_last", "drop_path_rate")
 
 
 def build_cifar(name: str, se: bool, kwargs: dict[str, Any], **arch: Any) -> CifarResNet:

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 from senet.layers import SEConfig
@@ -112,7 +113,7 @@ class BNInception(ImageClassifier):
         ))
         in_channels = 192
         for stage, modules in BN_INCEPTION.items():
-            stage_se = None if se is None else se.for_stage(stage)
+            stage_se = None if se is None else se.for_stage(stage, tuple(BN_INCEPTION))
             layers = OrderedDict()
             for module_name, *widths in modules:
                 layers[f"inception_{module_name}"] = bn_inception_module(in_channels, *widths, se=stage_se)
@@ -244,7 +245,7 @@ class InceptionV3(ImageClassifier):
     """
 
     default_input_size = (3, 299, 299)
-    min_input_size: int = 75
+    min_input_size = 75
 
     def __init__(
         self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5, aux_logits: bool = False,
@@ -255,7 +256,7 @@ class InceptionV3(ImageClassifier):
         self.in_chans = in_chans
         self.default_input_size = (in_chans, 299, 299)
         self.se_config = se
-        se5, se6, se7 = (None if se is None else se.for_stage(s) for s in (5, 6, 7))
+        se5, se6, se7 = (None if se is None else se.for_stage(s, (5, 6, 7)) for s in (5, 6, 7))
         self.stem = nn.Sequential(OrderedDict(
             Conv2d_1a_3x3=conv_v3(in_chans, 32, 3, 2, 0), Conv2d_2a_3x3=conv_v3(32, 32, 3, padding=0),
             Conv2d_2b_3x3=conv_v3(32, 64, 3), maxpool1=nn.MaxPool2d(3, 2),

@@ -19,9 +19,11 @@ from collections import OrderedDict
 from functools import partial
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
+from senet.layers.drop import as_drop_path, check_drop_path_rate, drop_path_rates, make_drop_path
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import (
     ConvBnAct,
@@ -44,7 +46,7 @@ class InceptionResNetUnit(nn.Module):
 
     def __init__(
         self, branches: dict[str, nn.Module], mixed_channels: int, channels: int, scale: float, *,
-        se: SEConfig | None = None, activate: bool = True,
+        se: SEConfig | None = None, activate: bool = True, drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.scale = scale
@@ -52,36 +54,45 @@ class InceptionResNetUnit(nn.Module):
         self.up = nn.Conv2d(mixed_channels, channels, 1)
         self.se = None if se is None else se.build(channels)
         self.act = nn.ReLU(inplace=True) if activate else nn.Identity()
+        self.drop_path = make_drop_path(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
         residual = self.up(self.mixed(x))
-        # act(x + scale * SE(residual)); x is the input of the branches' first convolutions, kept anyway
-        return merge(residual, x, se=self.se, act=self.act, scale=self.scale, skip_kept=True)
+        if torch.jit.is_scripting():  # the plain formula
+            se = self.se
+            if se is not None:
+                residual = se(residual)
+            return self.act(x + self.drop_path(residual * self.scale))
+        else:  # act(x + drop_path(scale * SE(residual))); x, the branches' input, is kept anyway
+            return merge(residual, x, se=self.se, act=self.act, scale=self.scale, drop_path=as_drop_path(self.drop_path),
+                         skip_kept=True)
 
 
-def block35(se: SEConfig | None) -> InceptionResNetUnit:
+def block35(se: SEConfig | None, drop_path: float = 0.0) -> InceptionResNetUnit:
     """Inception-ResNet-A on the 35x35 grid (320 channels)."""
     return InceptionResNetUnit({
         "branch0": conv(320, 32, 1),
         "branch1": nn.Sequential(conv(320, 32, 1), conv(32, 32, 3)),
         "branch2": nn.Sequential(conv(320, 32, 1), conv(32, 48, 3), conv(48, 64, 3)),
-    }, 128, 320, 0.17, se=se)
+    }, 128, 320, 0.17, se=se, drop_path=drop_path)
 
 
-def block17(se: SEConfig | None) -> InceptionResNetUnit:
+def block17(se: SEConfig | None, drop_path: float = 0.0) -> InceptionResNetUnit:
     """Inception-ResNet-B on the 17x17 grid (1088 channels)."""
     return InceptionResNetUnit({
         "branch0": conv(1088, 192, 1),
         "branch1": nn.Sequential(conv(1088, 128, 1), conv(128, 160, (1, 7)), conv(160, 192, (7, 1))),
-    }, 384, 1088, 0.10, se=se)
+    }, 384, 1088, 0.10, se=se, drop_path=drop_path)
 
 
-def block8(se: SEConfig | None, scale: float = 0.20, activate: bool = True) -> InceptionResNetUnit:
+def block8(
+    se: SEConfig | None, scale: float = 0.20, activate: bool = True, drop_path: float = 0.0
+) -> InceptionResNetUnit:
     """Inception-ResNet-C on the 8x8 grid (2080 channels)."""
     return InceptionResNetUnit({
         "branch0": conv(2080, 192, 1),
         "branch1": nn.Sequential(conv(2080, 192, 1), conv(192, 224, (1, 3)), conv(224, 256, (3, 1))),
-    }, 448, 2080, scale, se=se, activate=activate)
+    }, 448, 2080, scale, se=se, activate=activate, drop_path=drop_path)
 
 
 class InceptionResNetV2(ImageClassifier):
@@ -91,11 +102,11 @@ class InceptionResNetV2(ImageClassifier):
     """
 
     default_input_size = (3, 299, 299)
-    min_input_size: int = 75
+    min_input_size = 75
 
     def __init__(
         self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
-        se: SEConfig | None = None, name: str = "inception_resnet_v2",
+        se: SEConfig | None = None, name: str = "inception_resnet_v2", drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         check_se_placement(name, se, placement="on each residual branch before the scaled addition",
@@ -103,7 +114,7 @@ class InceptionResNetV2(ImageClassifier):
         self.in_chans = in_chans
         self.default_input_size = (in_chans, 299, 299)
         self.se_config = se
-        se5, se6, se7 = (None if se is None else se.for_stage(s) for s in (5, 6, 7))
+        se5, se6, se7 = (None if se is None else se.for_stage(s, (5, 6, 7)) for s in (5, 6, 7))
         self.stem = nn.Sequential(OrderedDict(
             conv2d_1a=conv(in_chans, 32, 3, 2, 0), conv2d_2a=conv(32, 32, 3, padding=0), conv2d_2b=conv(32, 64, 3),
             maxpool_3a=nn.MaxPool2d(3, 2), conv2d_3b=conv(64, 80, 1), conv2d_4a=conv(80, 192, 3, padding=0),
@@ -115,20 +126,25 @@ class InceptionResNetV2(ImageClassifier):
                 "branch3": nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), conv(192, 64, 1)),
             }, 320),
         ))
-        self.repeat = Stage(*(block35(se5) for _ in range(10)))
+        # Stochastic depth: rate * i / (n - 1) over the 40 residual units.
+        rates = drop_path_rates(check_drop_path_rate(drop_path_rate, name), 40)
+        self.repeat = Stage(*(block35(se5, rates[i]) for i in range(10)))
         self.mixed_6a = InceptionModule({  # Reduction-A (k, l, m, n = 256, 256, 384, 384)
             "branch0": conv(320, 384, 3, 2, 0),
             "branch1": nn.Sequential(conv(320, 256, 1), conv(256, 256, 3), conv(256, 384, 3, 2, 0)),
             "branch2": nn.MaxPool2d(3, 2),
         }, 1088)
-        self.repeat_1 = Stage(*(block17(se6) for _ in range(20)))
+        self.repeat_1 = Stage(*(block17(se6, rates[10 + i]) for i in range(20)))
         self.mixed_7a = InceptionModule({  # Reduction-B
             "branch0": nn.Sequential(conv(1088, 256, 1), conv(256, 384, 3, 2, 0)),
             "branch1": nn.Sequential(conv(1088, 256, 1), conv(256, 288, 3, 2, 0)),
             "branch2": nn.Sequential(conv(1088, 256, 1), conv(256, 288, 3), conv(288, 320, 3, 2, 0)),
             "branch3": nn.MaxPool2d(3, 2),
         }, 2080)
-        self.repeat_2 = Stage(*(block8(se7) for _ in range(9)), block8(se7, scale=1.0, activate=False))
+        self.repeat_2 = Stage(
+            *(block8(se7, drop_path=rates[30 + i]) for i in range(9)),
+            block8(se7, scale=1.0, activate=False, drop_path=rates[39]),
+        )
         self.conv2d_7b = conv(2080, 1536, 1)
         self.feature_info = FeatureInfo([  # as timm's inception_resnet_v2
             feature("stem.conv2d_2b", 64, 2), feature("stem.conv2d_4a", 192, 4), feature("repeat", 320, 8),
@@ -148,10 +164,10 @@ class InceptionResNetV2(ImageClassifier):
 @register_model
 def inception_resnet_v2(**kwargs: Any) -> InceptionResNetV2:
     """Inception-ResNet-v2 at 299 (Table 2): 55,843,464 params."""
-    return build_model(InceptionResNetV2, "inception_resnet_v2", False, kwargs)
+    return build_model(InceptionResNetV2, "inception_resnet_v2", False, kwargs, extra_kwargs=("drop_path_rate",))
 
 
 @register_model
 def se_inception_resnet_v2(**kwargs: Any) -> InceptionResNetV2:
     """SE-Inception-ResNet-v2 at 299 (Table 2): SE on the residual branch of each of the 40 units."""
-    return build_model(InceptionResNetV2, "se_inception_resnet_v2", True, kwargs)
+    return build_model(InceptionResNetV2, "se_inception_resnet_v2", True, kwargs, extra_kwargs=("drop_path_rate",))

@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
+from senet.layers.drop import as_drop_path, check_drop_path_rate, drop_path_rates, make_drop_path
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
 from senet.models.features import FeatureInfo, feature
@@ -76,7 +78,7 @@ class MobileNetV1(ImageClassifier):
             for i, channels in enumerate(widths):
                 out_channels = int(channels * width_multiplier)
                 stride = 2 if stage > 1 and i == 0 else 1
-                layer_se = None if se is None else se.for_stage(stage)
+                layer_se = None if se is None else se.for_stage(stage, STAGES)
                 layers[f"conv_dw_{index}"] = DepthwiseSeparable(in_channels, out_channels, stride, layer_se)
                 in_channels, index = out_channels, index + 1
             self.add_module(f"stage{stage}", Stage(layers))
@@ -147,13 +149,23 @@ MOBILENET_V3_SMALL = (
 MOBILENET_V3_SE = SEConfig(reduction=4, gate="hard_sigmoid", divisor=8)
 
 
+def v3_se_stages(blocks: tuple[tuple[int, int, int, bool, str, int], ...]) -> tuple[int, ...]:
+    """The stages (output stride 2^s) that hold a MobileNetV3 block marked SE: a per-stage reduction's stages."""
+    stages, stride = set(), 2
+    for *_, has_se, _, block_stride in blocks:
+        stride *= block_stride
+        if has_se:
+            stages.add(stride.bit_length() - 1)
+    return tuple(sorted(stages))
+
+
 class InvertedResidual(nn.Module):
     """1x1 expansion, kxk depthwise conv, SE on the expanded width, linear 1x1 projection, identity shortcut
     when the shape is kept (MobileNetV2/V3 bottleneck, Fig. 4 of Howard et al. 2019)."""
 
     def __init__(
         self, in_channels: int, kernel_size: int, expanded: int, out_channels: int, act: str, stride: int,
-        se: SEConfig | None, bn: dict[str, float] | None = None,
+        se: SEConfig | None, bn: dict[str, float] | None = None, drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         bn = bn or {}  # BatchNorm options (bn_eps, bn_momentum)
@@ -163,14 +175,19 @@ class InvertedResidual(nn.Module):
         self.se = None if se is None else se.build(expanded)
         self.project = ConvBnAct(expanded, out_channels, 1, act=None, **bn)
         self.has_shortcut = stride == 1 and in_channels == out_channels
+        self.drop_path = make_drop_path(drop_path if self.has_shortcut else 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.dw(self.expand(x))
-        if self.se is not None:
-            out = self.se(out)
+        se = self.se
+        if se is not None:
+            out = se(out)
         if not self.has_shortcut:
             return self.project(out)
-        return merge(self.project.conv(out), x, norm=self.project.bn)  # bn(project(out)) + x
+        if torch.jit.is_scripting():  # the plain formula
+            return self.drop_path(self.project(out)) + x
+        else:  # drop_path(bn(project(out))) + x
+            return merge(self.project.conv(out), x, norm=self.project.bn, drop_path=as_drop_path(self.drop_path))
 
 
 class MobileNetV3(ImageClassifier):
@@ -183,7 +200,7 @@ class MobileNetV3(ImageClassifier):
     def __init__(
         self, blocks: tuple[tuple[int, int, int, bool, str, int], ...], last_channels: int, head_channels: int, *,
         num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, se: SEConfig | None = None,
-        name: str = "mobilenet_v3", bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+        name: str = "mobilenet_v3", bn_eps: float = 1e-5, bn_momentum: float = 0.1, drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         check_se_placement(name, se, placement="after the depthwise conv of the blocks MobileNetV3 marks SE",
@@ -194,15 +211,18 @@ class MobileNetV3(ImageClassifier):
         self.stem = ConvBnAct(in_chans, 16, 3, 2, act="hard_swish", **bn)
         in_channels, stride = 16, 2
         layers: list[nn.Module] = []
+        # Stochastic depth over the blocks with an identity shortcut (rate * i / (n - 1) over all blocks).
+        se_stages = v3_se_stages(blocks)
+        rates = drop_path_rates(check_drop_path_rate(drop_path_rate, name), len(blocks))
         # A stage ends before each stride-2 block (the stem, where the first block strides) and with conv_last.
         stages = [feature("stem", 16, 2)] if blocks[0][5] == 2 else []
-        for index, (kernel_size, expanded, out_channels, has_se, act, block_stride) in enumerate(blocks):
+        for index, ((kernel_size, expanded, out_channels, has_se, act, block_stride), rate) in enumerate(zip(blocks, rates)):
             if index > 0 and block_stride == 2:
                 stages.append(feature(f"blocks.{index - 1}", in_channels, stride))
             stride *= block_stride
-            block_se = se.for_stage(stride.bit_length() - 1) if se is not None and has_se else None
+            block_se = se.for_stage(stride.bit_length() - 1, se_stages) if se is not None and has_se else None
             layers.append(
-                InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se, bn)
+                InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se, bn, rate)
             )
             in_channels = out_channels
         self.blocks = Stage(*layers)
@@ -224,7 +244,7 @@ class MobileNetV3(ImageClassifier):
         return x if pre_logits else self.fc(x)
 
 
-V3_KWARGS = ("bn_eps", "bn_momentum")
+V3_KWARGS = ("bn_eps", "bn_momentum", "drop_path_rate")
 LARGE = dict(blocks=MOBILENET_V3_LARGE, last_channels=960, head_channels=1280, se_defaults=MOBILENET_V3_SE,
              extra_kwargs=V3_KWARGS)
 SMALL = dict(blocks=MOBILENET_V3_SMALL, last_channels=576, head_channels=1024, se_defaults=MOBILENET_V3_SE,

@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from senet.errors import ConfigError, check_choice
 from senet.layers import SEConfig, SEResidualUnit
+from senet.layers.drop import check_drop_path_rate, drop_path_rates
 from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
 from senet.models.features import FeatureInfo, feature
@@ -57,6 +59,7 @@ class BasicBlock(SEResidualUnit):
         se: SEConfig | None = None,
         dims: int = 2,
         relu_before_se: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64 or reduce_first != 1:
@@ -72,7 +75,8 @@ class BasicBlock(SEResidualUnit):
         self.bn2 = norm(planes)
         self.act2 = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=planes, dims=dims)
+        self.init_se(se, in_channels=in_channels, mid_channels=planes, out_channels=planes, dims=dims,
+                     drop_path=drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -82,8 +86,15 @@ class BasicBlock(SEResidualUnit):
         out = self.se_pre(x)
         out = self.se_mid(self.act1(self.bn1(self.conv1(out))))
         if self.relu_before_se:  # act2(SE(act2(bn2(.))) + shortcut)
-            return self.se_merge(self.act2(self.bn2(self.conv2(out))), shortcut, self.act2)
-        return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
+            out = self.act2(self.bn2(self.conv2(out)))
+            if torch.jit.is_scripting():
+                return self.act2(self.se_sum(out, shortcut))
+            else:
+                return self.se_merge(out, shortcut, self.act2)
+        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
+            return self.se_post(self.act2(self.se_sum(self.bn2(self.conv2(out)), shortcut)))
+        else:
+            return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
 
 
 class Bottleneck(SEResidualUnit):
@@ -104,6 +115,7 @@ class Bottleneck(SEResidualUnit):
         stride_on_3x3: bool = False,
         se: SEConfig | None = None,
         dims: int = 2,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         conv, norm = CONV[dims], BATCHNORM[dims]
@@ -122,7 +134,8 @@ class Bottleneck(SEResidualUnit):
         self.bn3 = norm(out_channels)
         self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.init_se(se, in_channels=in_channels, mid_channels=width, out_channels=out_channels, dims=dims)
+        self.init_se(se, in_channels=in_channels, mid_channels=width, out_channels=out_channels, dims=dims,
+                     drop_path=drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
@@ -132,7 +145,10 @@ class Bottleneck(SEResidualUnit):
         out = self.se_pre(x)
         out = self.act1(self.bn1(self.conv1(out)))
         out = self.se_mid(self.act2(self.bn2(self.conv2(out))))
-        return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
+        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
+            return self.se_post(self.act3(self.se_sum(self.bn3(self.conv3(out)), shortcut)))
+        else:
+            return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
 
 
 def make_stem(
@@ -197,6 +213,7 @@ class ResNet(ImageClassifier):
         zero_init_last: bool = False,
         dims: int = 2,
         name: str = "resnet",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         check_choice("layout", layout, LAYOUTS)
@@ -221,6 +238,8 @@ class ResNet(ImageClassifier):
         # As timm's ResNets: the stem's activation (before the max-pool), then conv2_x .. conv5_x.
         stem_act = "stem.relu1" if stem_type == "7x7" else "stem.relu3"
         stages = [feature(stem_act, stem_width, 2)]
+        # Stochastic depth: rate * i / (n - 1) over all n residual units (timm's rule).
+        rates = iter(drop_path_rates(check_drop_path_rate(drop_path_rate, name), sum(layers)))
         for index, (stage, depth) in enumerate(zip(STAGES, layers)):
             planes = 64 * 2**index
             stride = 1 if index == 0 else 2
@@ -238,7 +257,7 @@ class ResNet(ImageClassifier):
                         norm(out_channels),
                     )
             units = []
-            stage_se = None if se is None else se.for_stage(stage)
+            stage_se = None if se is None else se.for_stage(stage, STAGES)
             for i in range(depth):
                 units.append(
                     block(
@@ -252,6 +271,7 @@ class ResNet(ImageClassifier):
                         stride_on_3x3=stride_on_3x3,
                         se=stage_se,
                         dims=dims,
+                        drop_path=next(rates),
                         **({"relu_before_se": True} if relu_before_se and stage_se is not None else {}),
                     )
                 )
@@ -273,7 +293,7 @@ class ResNet(ImageClassifier):
 
 
 # Keywords a user may pass to every ResNet beyond the common ones (`blocks.USER_KWARGS`).
-OPTIONS = ("layout", "zero_init_last", "relu_before_se")
+OPTIONS = ("layout", "zero_init_last", "relu_before_se", "drop_path_rate")
 
 
 def build_resnet(name: str, se: bool, kwargs: dict[str, Any], **arch: Any) -> ResNet:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from senet.layers import SEConfig, merge
+from senet.layers.drop import as_drop_path, check_drop_path_rate, drop_path_rates, make_drop_path
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
 from senet.models.features import FeatureInfo, feature
@@ -50,7 +51,7 @@ class ShuffleUnit(nn.Module):
 
     def __init__(
         self, in_channels: int, out_channels: int, *, groups: int, stride: int, group_first: bool = True,
-        se: SEConfig | None = None,
+        se: SEConfig | None = None, drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.groups = groups
@@ -63,17 +64,25 @@ class ShuffleUnit(nn.Module):
         self.conv2 = ConvBnAct(mid_channels, branch_channels, 1, groups=groups, act=None)
         self.se = None if se is None else se.build(branch_channels)
         self.act = nn.ReLU(inplace=True)
+        self.drop_path = make_drop_path(drop_path if stride == 1 else 0.0)  # (only the units that add x)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(x)
         if self.shuffle_groups > 1:
             out = channel_shuffle(out, self.shuffle_groups)
         out = self.conv2.conv(self.dwconv(out))
-        if self.stride == 1:  # act(SE(bn(out)) + x)
-            return merge(out, x, se=self.se, norm=self.conv2.bn, act=self.act)
+        se = self.se
+        if self.stride == 1:
+            if torch.jit.is_scripting():  # the plain formula
+                out = self.conv2.bn(out)
+                if se is not None:
+                    out = se(out)
+                return self.act(self.drop_path(out) + x)
+            else:  # act(drop_path(SE(bn(out))) + x)
+                return merge(out, x, se=se, norm=self.conv2.bn, act=self.act, drop_path=as_drop_path(self.drop_path))
         out = self.conv2.bn(out)
-        if self.se is not None:
-            out = self.se(out)
+        if se is not None:
+            out = se(out)
         return self.act(torch.cat([F.avg_pool2d(x, 3, 2, 1), out], 1))
 
 
@@ -82,7 +91,7 @@ class ShuffleNetV1(ImageClassifier):
 
     def __init__(
         self, *, groups: int = 3, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-        se: SEConfig | None = None, name: str = "shufflenet_v1",
+        se: SEConfig | None = None, name: str = "shufflenet_v1", drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         check_se_placement(name, se, placement="on each unit's residual branch before the merge", stages=STAGES,
@@ -94,11 +103,14 @@ class ShuffleNetV1(ImageClassifier):
         self.feature_info = FeatureInfo([feature("stem.conv1", 24, 2)] + [
             feature(f"stage{stage}", channels, 2 ** (stage + 1)) for stage, channels in zip(STAGES, STAGE_CHANNELS[groups])
         ])  # Conv1, then Stage2 .. Stage4 at 1/8 .. 1/32
+        # Stochastic depth: rate * i / (n - 1) over all 16 units (the stride-2 ones have no identity to keep).
+        rates = iter(drop_path_rates(check_drop_path_rate(drop_path_rate, name), sum(STAGE_UNITS)))
         for stage, out_channels, units in zip(STAGES, STAGE_CHANNELS[groups], STAGE_UNITS):
-            stage_se = None if se is None else se.for_stage(stage)
+            stage_se = None if se is None else se.for_stage(stage, STAGES)
             layers = [
                 ShuffleUnit(in_channels if i == 0 else out_channels, out_channels, groups=groups,
-                            stride=2 if i == 0 else 1, group_first=not (stage == 2 and i == 0), se=stage_se)
+                            stride=2 if i == 0 else 1, group_first=not (stage == 2 and i == 0), se=stage_se,
+                            drop_path=next(rates))
                 for i in range(units)
             ]
             self.add_module(f"stage{stage}", Stage(*layers))
@@ -117,10 +129,10 @@ class ShuffleNetV1(ImageClassifier):
 @register_model
 def shufflenet_v1_g3(**kwargs: Any) -> ShuffleNetV1:
     """ShuffleNet 1x (g = 3) (Table 3): 1.9M params, 140 MMACs at 224."""
-    return build_model(ShuffleNetV1, "shufflenet_v1_g3", False, kwargs, groups=3)
+    return build_model(ShuffleNetV1, "shufflenet_v1_g3", False, kwargs, extra_kwargs=("drop_path_rate",), groups=3)
 
 
 @register_model
 def se_shufflenet_v1_g3(**kwargs: Any) -> ShuffleNetV1:
     """SE-ShuffleNet 1x (g = 3) (Table 3): SE (r = 16) on the residual branch of each of the 16 units."""
-    return build_model(ShuffleNetV1, "se_shufflenet_v1_g3", True, kwargs, groups=3)
+    return build_model(ShuffleNetV1, "se_shufflenet_v1_g3", True, kwargs, extra_kwargs=("drop_path_rate",), groups=3)

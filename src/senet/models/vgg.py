@@ -54,7 +54,7 @@ class VGG(ImageClassifier):
         in_channels = in_chans
         self.feature_info = FeatureInfo(feature(f"conv{s}", w[-1], 2**s) for s, w in zip(STAGES, config))  # after the pools
         for stage, widths in zip(STAGES, config):
-            stage_se = None if se is None else se.for_stage(stage)
+            stage_se = None if se is None else se.for_stage(stage, STAGES)
             layers: OrderedDict[str, nn.Module] = OrderedDict()
             for i, width in enumerate(widths, start=1):
                 # The released VGG convolutions keep their bias next to BN (138,365,992 parameters).

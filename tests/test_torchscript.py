@@ -1,0 +1,84 @@
+"""`torch.jit.script` on every registered model: the scripted program gives the eager outputs, in eval
+and in train mode (units script through their plain-formula branch, `SEResidualUnit.se_sum`)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import senet
+
+# One small model per family (and per residual-unit kind) for the fast suite.
+FAST = ("se_resnet18", "se_resnext26_32x4d", "se_resnet18_1d", "se_resnet20", "se_wrn16_8",
+        "se_mobilenet_v1", "mobilenet_v3_small", "se_shufflenet_v1_g3", "se_bn_inception")
+BIG = ("se_inception_resnet_v2", "inception_resnet_v2", "se_vgg16_bn", "vgg16_bn", "senet154", "senet154_plain")
+
+
+def small_input(model: torch.nn.Module, name: str) -> torch.Tensor:
+    size = model.default_input_size
+    if "inception" in name:
+        return torch.randn(2, size[0], 75, 75, dtype=torch.float64)
+    # 2-D: 64 pixels, so that no stage is 1x1 (batch statistics of two values make gradients ill-conditioned)
+    side = {4: 16, 3: 64, 2: 256}[len(size)]
+    return torch.randn((2, size[0]) + (side,) * (len(size) - 1), dtype=torch.float64)
+
+
+def assert_scripts(name: str, **kwargs) -> None:
+    """Scripted and eager agree in float64, in eval and in train mode (BN batch statistics, gradients)."""
+    torch.manual_seed(0)
+    model = senet.create_model(name, num_classes=5, **kwargs).double()
+    x = small_input(model, name)
+    for train in (False, True):
+        eager = copy.deepcopy(model).train(train)
+        scripted = torch.jit.script(copy.deepcopy(model).train(train))
+        torch.manual_seed(1)
+        want = eager(x)
+        torch.manual_seed(1)
+        got = scripted(x)
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+        if train:
+            want.sum().backward()
+            got.sum().backward()
+            # Relative to the largest gradient (a stem's reach 1e3; a bias before BN gets round-off only). From
+            # its second run on, TorchScript's executor differentiates its own graph, which rounds differently.
+            scale = max(p.grad.abs().max().item() for p in eager.parameters())
+            for (pname, p), q in zip(eager.named_parameters(), scripted.parameters()):
+                torch.testing.assert_close(q.grad, p.grad, atol=1e-7 * scale, rtol=1e-6, msg=pname)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_script_matches_eager(name):
+    assert_scripts(name)
+
+
+@pytest.mark.parametrize("position", ["pre", "post", "identity", "3x3"])
+def test_script_every_se_position(position):
+    assert_scripts("se_resnet20", se_position=position)
+
+
+def test_script_relu_before_se_and_per_stage_reduction():
+    assert_scripts("se_resnet18", relu_before_se=True, reduction=(4, 8, 8, 16))
+
+
+def test_script_with_drop_path_in_eval():
+    """Eval: drop path is the identity in both; the scripted program holds the same DropPath modules."""
+    torch.manual_seed(0)
+    model = senet.create_model("se_resnet20", drop_path_rate=0.2).double().eval()
+    x = small_input(model, "se_resnet20")
+    torch.testing.assert_close(torch.jit.script(model)(x), model(x), atol=1e-9, rtol=1e-9)
+
+
+def test_scripted_model_saves_and_loads(tmp_path):
+    model = senet.create_model("se_resnet20", num_classes=3).eval()
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(torch.jit.load(str(path))(x), model(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", senet.list_models())
+def test_script_every_model(name):
+    assert_scripts(name)
