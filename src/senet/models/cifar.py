@@ -40,15 +40,18 @@ CIFAR_SE_DEFAULTS = SEConfig(min_channels=4)
 class PadShortcut(nn.Module):
     """He et al.'s option A: subsample by `stride` and zero-pad the new channels (no parameters)."""
 
-    def __init__(self, stride: int, extra_channels: int) -> None:
+    def __init__(self, stride: int, extra_channels: int, dims: int = 2) -> None:
         super().__init__()
         self.stride = stride
         self.extra_channels = extra_channels
+        self.dims = dims
 
     def forward(self, x: Tensor) -> Tensor:
-        for axis in range(2, x.dim()):  # x[:, :, ::stride, ::stride], written so that TorchScript compiles it
+        # x[:, :, ::stride, ::stride], written so that TorchScript compiles it and torch.fx traces it (the
+        # spatial rank is the module's, not read from x)
+        for axis in range(2, 2 + self.dims):
             x = x.transpose(0, axis)[:: self.stride].transpose(0, axis)
-        return F.pad(x, [0, 0] * (x.dim() - 2) + [0, self.extra_channels])
+        return F.pad(x, [0, 0] * self.dims + [0, self.extra_channels])
 
 
 class PreActBottleneck(SEResidualUnit):
@@ -183,7 +186,7 @@ class CifarResNet(ImageClassifier):
                     downsample = None
                     if stride != 1 or in_channels != out_channels:
                         if shortcut == "A":
-                            downsample = PadShortcut(stride, out_channels - in_channels)
+                            downsample = PadShortcut(stride, out_channels - in_channels, dims)
                         else:
                             downsample = nn.Sequential(
                                 conv(in_channels, out_channels, 1, stride, bias=False), norm(out_channels)
