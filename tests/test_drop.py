@@ -149,3 +149,20 @@ def test_other_cifar_models_keep_drop_rate_before_the_classifier():
     model = senet.create_model("se_resnet20", drop_rate=0.3)
     assert model.drop.p == 0.3
     assert not any(isinstance(m, torch.nn.Dropout) and m is not model.drop for m in model.modules())
+
+
+def test_drop_path_with_the_shortcut_kept_equals_naive():
+    """Pre-activation units (no BN to fold: the fused merge keeps the shortcut and rebuilds x, where a
+    dropped sample's s is 0) with drop path: fused and naive give the same output and gradients (float64)."""
+    torch.manual_seed(0)
+    model = senet.create_model("se_resnet164", num_classes=5, drop_path_rate=0.5).double().train()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    results = []
+    for impl in ("fused", "naive"):
+        net = copy.deepcopy(model).set_se_impl(impl)
+        torch.manual_seed(3)
+        out = net(x)
+        out.square().sum().backward()
+        results.append([out.detach()] + [p.grad for p in net.parameters()])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
