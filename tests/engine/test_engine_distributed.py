@@ -73,3 +73,42 @@ def test_torchrun_two_gloo_processes_and_a_worker_killed_and_restarted(tmp_path)
     assert agent.returncode == 0, stderr[-3000:]
     assert "failed (exitcode: -9)" in stderr  # the kill happened while the job ran, and it recovered
     assert (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+
+
+WORKER = """
+import os, sys, torch
+import senet
+from senet.engine.distributed import DistEnv, init_process_group, shutdown
+
+def gloo_threads():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+        except OSError:
+            pass
+    return sum("gloo" in name for name in names)
+
+init_process_group(DistEnv.from_environ(), torch.device("cpu"))
+running = gloo_threads()
+with torch.no_grad():  # the first call of the fused SE merge (a custom op) imports torch._dynamo
+    senet.create_model("se_resnet20", num_classes=4).eval()(torch.randn(2, 3, 8, 8))
+shutdown()
+print(running, gloo_threads())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
+def test_shutdown_frees_the_process_group_after_a_custom_op_ran(tmp_path):
+    """The group must be freed (its gloo threads joined) at shutdown. When torch.distributed.nn was first
+    imported while the group existed, its default arguments held the group; the gloo threads then lived
+    on into interpreter exit and aborted one run in about twenty ("terminate called without an active
+    exception")."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    result = subprocess.run(torchrun(str(script)), env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = [tuple(map(int, line.split())) for line in result.stdout.splitlines() if line.strip()]
+    assert len(counts) == 2
+    for running, after in counts:
+        assert running > 0 and after == 0

@@ -71,9 +71,17 @@ def init_process_group(env: DistEnv, device: torch.device) -> None:
     the process group's keys (where each rank listens) are the same in every attempt; a restarted
     worker could read the address its dead predecessor published and connect to nothing. The group
     therefore lives under a prefix of its own attempt (TORCHELASTIC_RESTART_COUNT).
+
+    torch.distributed.nn.functional binds `group=group.WORLD` as default arguments when it is first
+    imported, which happens lazily (torch._dynamo imports it on the first call of a custom op, such as
+    the SE merge). Imported while a group exists, it holds that group for good: destroy_process_group
+    cannot free it, its gloo threads outlive the interpreter and abort the process at exit. Importing
+    it here, before the group exists, binds None instead.
     """
     if not env.distributed or dist.is_initialized():
         return
+    import torch.distributed.nn  # noqa: F401  (see above)
+
     backend = "nccl" if device.type == "cuda" else "gloo"
     store, rank, world_size = next(dist.rendezvous("env://"))
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
@@ -87,7 +95,10 @@ def init_process_group(env: DistEnv, device: torch.device) -> None:
 
 
 def shutdown() -> None:
+    """Leave the job: wait until every process is done with its collectives, then free the group
+    (which joins its gloo threads while the interpreter is still alive)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
