@@ -94,7 +94,8 @@ running = gloo_threads()
 with torch.no_grad():  # the first call of the fused SE merge (a custom op) imports torch._dynamo
     senet.create_model("se_resnet20", num_classes=4).eval()(torch.randn(2, 3, 8, 8))
 shutdown()
-print(running, gloo_threads())
+with open(os.path.join(sys.argv[1], os.environ["RANK"]), "w") as f:  # (one file each: stdout interleaves)
+    f.write(f"{running} {gloo_threads()}")
 """
 
 
@@ -106,9 +107,9 @@ def test_shutdown_frees_the_process_group_after_a_custom_op_ran(tmp_path):
     exception")."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    result = subprocess.run(torchrun(str(script)), env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(torchrun(str(script), str(tmp_path)), env=subprocess_env(), capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = [tuple(map(int, line.split())) for line in result.stdout.splitlines() if line.strip()]
-    assert len(counts) == 2
+    counts = [tuple(map(int, (tmp_path / rank).read_text().split())) for rank in ("0", "1")]
     for running, after in counts:
         assert running > 0 and after == 0
