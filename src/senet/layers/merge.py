@@ -18,8 +18,9 @@ BN(c) is mean(c) * alpha + beta, so
   no BN to fold (pre-activation units, Inception-ResNet) on an identity shortcut keeps the shortcut (its
   input, kept anyway) and the output instead of x, and rebuilds x * s = out - skip (`skip_kept`).
 - on a GPU the op's forward and backward are Triton kernels (`senet.layers.triton_se`, AFFINE mode); on
-  the CPU PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). The op is one
-  node for torch.compile (its fake implementation gives the shapes).
+  the CPU PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). On a GPU the op
+  is one node for torch.compile (its fake implementation gives the shapes); compiling for the CPU, where
+  the op has no kernel of its own, the merge is the formula, which Inductor fuses into its loops.
 - TorchScript, tracing, FX and ONNX export see the straightforward formula (`plain_ops`).
 
 Which one runs is a property of each SE block (`SqueezeExcitation.impl`, set for a whole model with
@@ -459,5 +460,10 @@ def merge(
         s = s * keep.to(s.dtype).unsqueeze(1)
     relu = fusable_relu(act)
     keep_skip = skip_kept and alpha is None and (relu or act is None) and isinstance(se.gate, nn.Sigmoid)
-    out = torch.ops.senet.se_merge(x, alpha, beta, s, skip, relu, keep_skip)
+    if torch.compiler.is_compiling() and x.device.type == "cpu":
+        # Inductor fuses the formula with its neighbours into one loop over the tensors, forward and
+        # backward; the op would be opaque to it, three eager passes and layout copies around them.
+        out = _merge_formula(x, alpha, beta, s, skip, relu)
+    else:
+        out = torch.ops.senet.se_merge(x, alpha, beta, s, skip, relu, keep_skip)
     return out if relu or act is None else act(out)
