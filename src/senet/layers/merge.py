@@ -245,17 +245,9 @@ def _se_merge(
     c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool, keep_skip: bool
 ) -> Tensor:
     """act((c * alpha + beta) * s + skip): c, skip (N, C, *spatial); alpha, beta (C,) or None; s (N, C).
-    `keep_skip` (no alpha; s > 0): the backward keeps skip and the output instead of c (see `merge`)."""
-    if _kernels(c, skip, s):  # (on the CPU only under Triton's interpreter, where the kernels are tested)
-        affine = None if alpha is None else (alpha, beta)
-        return triton_se.scale_shift(c, _per_channel_view(s, c), skip, relu=relu, affine=affine)
-    return _merge_formula(c, alpha, beta, s, skip, relu)
-
-
-@_se_merge.register_kernel("cuda")
-def _se_merge_cuda(
-    c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool, keep_skip: bool
-) -> Tensor:
+    `keep_skip` (no alpha; s > 0): the backward keeps skip and the output instead of c (see `merge`).
+    One implementation for every device: the Triton kernels where they run (CUDA tensors, or the CPU
+    under Triton's interpreter, where the kernels are tested), else PyTorch operations."""
     if _kernels(c, skip, s):
         affine = None if alpha is None else (alpha, beta)
         return triton_se.scale_shift(c, _per_channel_view(s, c), skip, relu=relu, affine=affine)
@@ -319,14 +311,6 @@ def _se_merge_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(g behind the ReLU (empty without one: g is grad_out), dL/dc, sum of g * c, sum of g) per (n, c).
     c is None where skip is given instead (then x = c is rebuilt as (out - skip) / s)."""
-    kept = c if skip is None else skip
-    if relu and _kernels(kept, out, s) and triton_se.supported(grad_out):
-        return _backward_kernels(grad_out, out, c, alpha, beta, s, skip)
-    return _backward_formula(grad_out, out, c, alpha, s, relu, skip)
-
-
-@_se_merge_backward.register_kernel("cuda")
-def _se_merge_backward_cuda(grad_out, out, c, alpha, beta, s, relu, skip):
     kept = c if skip is None else skip
     if relu and _kernels(kept, out, s) and triton_se.supported(grad_out):
         return _backward_kernels(grad_out, out, c, alpha, beta, s, skip)
