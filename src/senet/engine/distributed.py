@@ -6,6 +6,8 @@ backend is NCCL on GPUs and gloo on CPUs; each process drives the GPU numbered b
 
 from __future__ import annotations
 
+import collections
+import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -102,22 +104,53 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+# The tensors of the most recent collectives, held until newer ones replace them. A gloo worker thread
+# lets go of a collective's tensors a little after the collective completes. Were that the last reference
+# to a tensor Python made, the thread would need the GIL to free it; if the main thread is then freeing the
+# process group (which joins those threads with the GIL held), neither moves and the process hangs at the
+# end of the run (seen about once in 25 torchrun jobs). Held here, their last reference is never a gloo
+# thread's. Older entries are long retired, and the main thread frees them.
+_recent_collective_tensors: collections.deque[torch.Tensor] = collections.deque(maxlen=64)
+
+
+def _hold(*tensors: torch.Tensor) -> None:
+    _recent_collective_tensors.extend(tensors)
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Element-wise sum of `values` over every process (identity for a single process)."""
     if not (dist.is_available() and dist.is_initialized()):
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    _hold(tensor)
     dist.all_reduce(tensor)
     return tensor.tolist()
 
 
-def all_gather_objects(value: Any) -> list[Any]:
-    """[value of rank 0, value of rank 1, ...] (a one-element list for a single process)."""
+def all_gather_objects(value: Any, device: torch.device) -> list[Any]:
+    """[value of rank 0, value of rank 1, ...] (a one-element list for a single process).
+
+    `value` is made of tensors, numbers, strings, lists and dicts (what `torch.load(weights_only=True)`
+    reads back: nothing is unpickled). Gathered as byte tensors this module holds (see above), not
+    with `dist.all_gather_object`, whose tensors the caller cannot hold.
+    """
     if not (dist.is_available() and dist.is_initialized()):
         return [value]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
-    return out
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8).to(device)
+    world = dist.get_world_size()
+    size = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    _hold(size, *sizes)
+    dist.all_gather(sizes, size)
+    lengths = [int(s.item()) for s in sizes]
+    padded = torch.zeros(max(lengths), dtype=torch.uint8, device=device)
+    padded[: data.numel()] = data
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    _hold(padded, *gathered)
+    dist.all_gather(gathered, padded)
+    return [torch.load(io.BytesIO(t[:n].cpu().numpy().tobytes()), weights_only=True) for t, n in zip(gathered, lengths)]
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:

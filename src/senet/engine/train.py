@@ -429,7 +429,7 @@ class Trainer:
             "plateau": self.plateau.state_dict(),
             "running": dict(self.running),
             "history": list(self.history),
-            "rng": dist_utils.all_gather_objects(rng_state()),
+            "rng": dist_utils.all_gather_objects(rng_state(), self.device),
             "world_size": self.env.world_size,
             "config": self.config.to_dict(),
         }

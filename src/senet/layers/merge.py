@@ -23,6 +23,11 @@ BN(c) is mean(c) * alpha + beta, so
   the op has no kernel of its own, the merge is the formula, which Inductor fuses into its loops.
 - TorchScript, tracing, FX and ONNX export see the straightforward formula (`plain_ops`).
 
+Only public APIs: `torch.library` for the op, `torch.nn.functional`, and three ATen operators called
+through the public operator namespace `torch.ops.aten` (`native_group_norm`, of the Core ATen opset;
+`native_batch_norm_backward`; `threshold_backward`), each for the per-(n, c) reduction or pass it
+computes in one vectorised kernel. No autograd internals (grad_fn, saved tensors of other nodes).
+
 Which one runs is a property of each SE block (`SqueezeExcitation.impl`, set for a whole model with
 `set_se_impl`): ``"fused"`` (default) or ``"naive"``, the straightforward formula ``x * s``, ``+ skip``,
 ``act`` with every part of the block called as a module (so hooks on them fire; the fused path calls
@@ -107,7 +112,7 @@ def moments(c: Tensor) -> tuple[Tensor, Tensor]:
     """
     n, channels = c.shape[:2]
     if _cpu_dense(c):
-        _, mean, rstd = torch.native_group_norm(c, None, None, n, channels, math.prod(c.shape[2:]), channels, 0.0)
+        _, mean, rstd = torch.ops.aten.native_group_norm(c, None, None, n, channels, math.prod(c.shape[2:]), channels, 0.0)
         return rstd.pow(-2), mean
     return torch.var_mean(c.to(torch.promote_types(c.dtype, torch.float32)), dim=_space(c), correction=0)
 
@@ -123,7 +128,7 @@ def per_sample_affine(c: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     if _cpu_dense(c):
         flat = c.view(1, n * channels, -1)
         zeros, ones = c.new_zeros(n * channels), c.new_ones(n * channels)
-        out = torch.batch_norm(flat, scale.reshape(-1), shift.reshape(-1), zeros, ones, False, 0.0, 0.0, False)
+        out = F.batch_norm(flat, zeros, ones, scale.reshape(-1), shift.reshape(-1), False, 0.0, 0.0)
         return out.view(c.shape)
     return torch.addcmul(_per_channel_view(shift, c), c, _per_channel_view(scale, c))
 
