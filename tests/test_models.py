@@ -10,6 +10,10 @@ from senet.layers import SqueezeExcitation
 from senet.models import is_se_model, list_models, plain_twin
 
 ALL_MODELS = list_models()
+# The largest members of families whose smaller members run in the fast suite (same code, 5-7 s each).
+HEAVY = {"vgg16_bn", "senet154_plain", "resnext101_32x8d", "se_resnext101_32x8d", "resnext101_64x4d",
+         "se_resnext101_64x4d"}
+ZOO = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ALL_MODELS]
 
 
 def small_input(model: torch.nn.Module, batch: int = 2) -> torch.Tensor:
@@ -21,7 +25,7 @@ def small_input(model: torch.nn.Module, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, channels, *spatial)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", ZOO)
 def test_forward_backward_and_se_blocks_run(name: str) -> None:
     model = senet.create_model(name, num_classes=7)
     x = small_input(model)

@@ -20,10 +20,11 @@ def small_input(model: torch.nn.Module, name: str) -> torch.Tensor:
     size = model.default_input_size
     if "inception" in name:
         return torch.randn(2, size[0], 75, 75, dtype=torch.float64)
-    # 2-D: 64 pixels, so that no stage is 1x1 (batch statistics of two values make gradients ill-conditioned)
+    # 2-D: 64 pixels, so that no stage of an ImageNet model is 1x1 (batch statistics of two values make gradients ill-conditioned)
     # 3-D: 16^3 ends in 1x1x1 maps, so a batch of 8 (BN statistics of two values there are ill-conditioned:
     # eager's fused and naive SE differ by O(1) in train mode at batch 2)
-    side = {4: 16, 3: 64, 2: 256}[len(size)]
+    # (CIFAR models at their own 32: they downsample 4x, to 8x8)
+    side = {4: 16, 3: min(64, size[-1]), 2: 256}[len(size)]
     batch = 8 if len(size) == 4 else 2
     return torch.randn((batch, size[0]) + (side,) * (len(size) - 1), dtype=torch.float64)
 
