@@ -161,22 +161,35 @@ def foldable(norm: nn.Module | None) -> bool:
     return type(norm) in BATCHNORMS
 
 
+def batch_statistics(var_nc: Tensor, mean_nc: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch's (mean, variance) per channel, (C,) each, from the per-(n, c) moments, exactly: the
+    variance of the whole is the mean of the per-sample variances plus the variance of the per-sample means."""
+    mean = mean_nc.mean(0)
+    return mean, var_nc.mean(0) + (mean_nc - mean).square().mean(0)
+
+
+def fold(mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+    """(alpha, beta) with BN(c) = c * alpha + beta per channel, given the statistics the BN normalises with,
+    its affine weight and bias (or stand-ins for them) and eps, in the statistics' precision."""
+    alpha = torch.rsqrt(var + eps)
+    if weight is not None:
+        alpha = alpha * weight.to(var.dtype)
+    beta = -mean * alpha
+    if bias is not None:
+        beta = beta + bias.to(var.dtype)
+    return alpha, beta
+
+
 def batch_norm_affine(
-    c: Tensor,
-    norm: nn.modules.batchnorm._BatchNorm,
-    *,
-    stats: tuple[Tensor, Tensor] | None = None,
-    affine: tuple[Tensor | None, Tensor | None] | None = None,
+    c: Tensor, norm: nn.modules.batchnorm._BatchNorm, stats: tuple[Tensor, Tensor] | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(alpha, beta, mean) with norm(c) = c * alpha + beta (alpha, beta: (C,)) and mean the spatial mean of
     c per (n, c), (N, C), so that the squeeze of norm(c) is mean * alpha + beta (Eq. 2).
 
-    The batch statistics come from per-(n, c) moments of c (one reduction, which also gives the squeeze),
-    combined over the batch exactly (the variance of the whole is the mean of the per-sample variances
-    plus the variance of the per-sample means), in float32 at least. Running statistics and
-    `num_batches_tracked` are updated as `nn.BatchNorm` does; in eval mode the running statistics are used.
-    `stats`: the per-(n, c) (variance, mean) of c, already computed (used where the batch statistics are);
-    `affine`: tensors standing in for norm's (weight, bias) (the one-node merge's leaves, `_UnitTail`).
+    The batch statistics come from per-(n, c) moments of c (one reduction, which also gives the squeeze;
+    `stats`: those (variance, mean), already computed), combined over the batch (`batch_statistics`), in
+    float32 at least. Running statistics and `num_batches_tracked` are updated as `nn.BatchNorm` does; in
+    eval mode the running statistics are used.
     """
     acc = torch.promote_types(c.dtype, torch.float32)
     factor = 0.0 if norm.momentum is None else norm.momentum
@@ -194,8 +207,7 @@ def batch_norm_affine(
             var_nc, mean_nc = _Moments.apply(c)
         else:
             var_nc, mean_nc = moments(c)
-        mean = mean_nc.mean(0)
-        var = var_nc.mean(0) + (mean_nc - mean).square().mean(0)
+        mean, var = batch_statistics(var_nc, mean_nc)
         if norm.training and norm.running_mean is not None:
             with torch.no_grad():
                 norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
@@ -203,14 +215,7 @@ def batch_norm_affine(
     else:  # the running statistics: only the squeeze is needed from c
         mean_nc = c.sum(_space(c), dtype=acc) / math.prod(c.shape[2:])  # (sum's backward: a broadcast view)
         mean, var = norm.running_mean.to(acc), norm.running_var.to(acc)
-    weight, bias = (norm.weight, norm.bias) if affine is None else affine
-    alpha = torch.rsqrt(var + norm.eps)
-    if weight is not None:
-        alpha = alpha * weight.to(acc)
-    beta = -mean * alpha
-    if bias is not None:
-        beta = beta + bias.to(acc)
-    return alpha, beta, mean_nc
+    return (*fold(mean, var, norm.weight, norm.bias, norm.eps), mean_nc)
 
 
 def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
@@ -431,16 +436,18 @@ class _UnitTail(torch.autograd.Function):
     """act((c * alpha + beta) * s + skip) from the BN input c, the BN's batch statistics folded in (Sec. 3.2,
     Eq. 2-4), as one autograd node (eager CPU training, `_one_node`).
 
-    As three nodes (the moments, the excitation, the op) autograd would write dL/dc twice, the op's
-    g * s * alpha and the moments' c * factor + shift, and add them. Here the (N, C) part (batch
-    statistics, alpha, beta, z, s) is a small graph of its own, built in the forward pass from leaves (the
-    per-(n, c) moments, detached copies of the parameters); the backward pass runs it with
-    `torch.autograd.grad` between the per-(n, c) sums and the two passes that write
+    As three nodes (the moments, the excitation, the op) autograd writes dL/dc twice, the op's
+    g * s * alpha and the moments' c * factor + shift, and adds them. Here the backward pass computes the
+    per-(n, c) sums, runs the (N, C) part (batch statistics, alpha, beta, z, s as functions of the
+    per-(n, c) moments and the parameters) through `torch.autograd.grad`, and writes in two passes
 
         dL/dc = g * A + c * B + D,  A = s * alpha,  B = 2 dL/dvar_nc / HW,  D = dL/dmean_nc / HW - B * mean_nc
 
-    (the moments' backward (dL/dmean_nc + 2 dL/dvar_nc (c - mean_nc)) / HW, all per (n, c)). It keeps c, the
-    output (for the ReLU) and (N, C) vectors: what the op path keeps.
+    (the moments' backward (dL/dmean_nc + 2 dL/dvar_nc (c - mean_nc)) / HW, all per (n, c)). That (N, C)
+    graph is rebuilt in the backward pass from the saved moments and parameters (a few tiny kernels): a
+    graph kept from the forward pass would be a second graph task's tensors, which non-reentrant
+    checkpointing (`set_grad_checkpointing`) recomputes once per graph task. It keeps c, the output (for the
+    ReLU) and the moments: what the plain unit keeps plus (N, C) vectors.
     """
 
     @staticmethod
@@ -449,39 +456,41 @@ class _UnitTail(torch.autograd.Function):
         norm: nn.modules.batchnorm._BatchNorm, se: nn.Module, names: tuple[str, ...], scale: float, relu: bool,
         *se_params: Tensor,
     ) -> Tensor:
-        var_nc, mean_nc = (t.requires_grad_() for t in moments(c))
-        leaves = [None if p is None else p.detach().requires_grad_() for p in (weight, bias, *se_params)]
-        with torch.enable_grad():
-            alpha, beta, _ = batch_norm_affine(c, norm, stats=(var_nc, mean_nc), affine=(leaves[0], leaves[1]))
-            s = _gates(se, mean_nc * alpha + beta, scale, keep, dict(zip(names, leaves[2:])))
-        out = _merge_formula(c, alpha, beta, s, skip, relu)  # (the forward pass records nothing)
-        ctx.relu = relu
-        ctx.save_for_backward(c, out if relu else None, s, alpha, beta, mean_nc, var_nc, *leaves)
+        var_nc, mean_nc = moments(c)
+        alpha, beta, _ = batch_norm_affine(c, norm, (var_nc, mean_nc))
+        s = _gates(se, mean_nc * alpha + beta, scale, keep)
+        out = _merge_formula(c, alpha, beta, s, skip, relu)
+        ctx.settings = norm.eps, se, names, scale, relu
+        ctx.save_for_backward(c, out if relu else None, keep, var_nc, mean_nc, weight, bias, *se_params)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        c, out, s, alpha, beta, mean_nc, var_nc, *leaves = ctx.saved_tensors
-        g = torch.ops.aten.threshold_backward(grad_out, out, 0) if ctx.relu else grad_out
+        eps, se, names, scale, relu = ctx.settings
+        c, out, keep, *saved = ctx.saved_tensors
+        var_nc, mean_nc, weight, bias, *se_params = (None if t is None else t.detach().requires_grad_() for t in saved)
+        with torch.enable_grad():
+            alpha, beta = fold(*batch_statistics(var_nc, mean_nc), weight, bias, eps)
+            s = _gates(se, mean_nc * alpha + beta, scale, keep, dict(zip(names, se_params)))
+        g = torch.ops.aten.threshold_backward(grad_out, out, 0) if relu else grad_out
         sum_gc, sum_g = (t.flatten(1) for t in spatial_sums(g, c, mean_nc.shape + (1,) * (c.dim() - 2)))
         grad_s = sum_gc * alpha + sum_g * beta  # x = c * alpha + beta: sum of g * x, x never materialised
         grad_alpha, grad_beta = (sum_gc * s).sum(0), (sum_g * s).sum(0)
-        grad_mean, grad_var, *grads = torch.autograd.grad(
+        leaves = [var_nc, mean_nc, weight, bias, *se_params]
+        grads = iter(torch.autograd.grad(
             (s, alpha, beta),
-            [mean_nc, var_nc, *(t for t in leaves if t is not None)],
+            [t for t in leaves if t is not None],
             (grad_s.to(s.dtype), grad_alpha.to(alpha.dtype), grad_beta.to(beta.dtype)),
-            retain_graph=True,  # (its (N, C) tensors go with this node: a backward pass that retains the graph may come again)
             allow_unused=True,
-        )
+        ))
+        grad_var, grad_mean, grad_weight, grad_bias, *grad_se = (None if t is None else next(grads) for t in leaves)
         grad_c = None
         if ctx.needs_input_grad[0]:
             area = math.prod(c.shape[2:])
             b = grad_var * (2 / area)
             grad_c = per_sample_affine(g, s * alpha, grad_mean / area - b * mean_nc)
             grad_c.addcmul_(c, _per_channel_view(b.to(c.dtype), c))
-        found = iter(grads)
-        grad_weight, grad_bias, *grad_se = (None if t is None else next(found) for t in leaves)
         grad_skip = g if ctx.needs_input_grad[1] else None
         return grad_c, grad_skip, None, grad_weight, grad_bias, None, None, None, None, None, *grad_se
 
