@@ -21,12 +21,16 @@ BN(c) is mean(c) * alpha + beta, so
   the CPU PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). On a GPU the op
   is one node for torch.compile (its fake implementation gives the shapes); compiling for the CPU, where
   the op has no kernel of its own, the merge is the formula, which Inductor fuses into its loops.
+- eager CPU training with the BN folded in (an experiment, `_UnitTail`): the whole tail is one autograd
+  node instead of the moments, the excitation and the op, so that dL/dc is written once (two passes:
+  g * A + D, then + c * B) instead of twice and summed; its backward runs the (N, C) graph of the batch
+  statistics and the excitation through `torch.autograd.grad` between the sums and that write.
 - TorchScript, tracing, FX and ONNX export see the straightforward formula (`plain_ops`).
 
-Only public APIs: `torch.library` for the op, `torch.nn.functional`, and three ATen operators called
-through the public operator namespace `torch.ops.aten` (`native_group_norm`, of the Core ATen opset;
-`native_batch_norm_backward`; `threshold_backward`), each for the per-(n, c) reduction or pass it
-computes in one vectorised kernel. No autograd internals (grad_fn, saved tensors of other nodes).
+Only public APIs: `torch.library` for the op, `torch.autograd.Function`, `torch.nn.functional`, and three
+ATen operators called through the public operator namespace `torch.ops.aten` (`native_group_norm`, of the
+Core ATen opset; `native_batch_norm_backward`; `threshold_backward`), each for the per-(n, c) reduction or
+pass it computes in one vectorised kernel. No autograd internals (grad_fn, saved tensors of other nodes).
 
 Which one runs is a property of each SE block (`SqueezeExcitation.impl`, set for a whole model with
 `set_se_impl`): ``"fused"`` (default) or ``"naive"``, the straightforward formula ``x * s``, ``+ skip``,
@@ -168,7 +172,9 @@ def batch_statistics(var_nc: Tensor, mean_nc: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var_nc.mean(0) + (mean_nc - mean).square().mean(0)
 
 
-def fold(mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+def fold(
+    mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
     """(alpha, beta) with BN(c) = c * alpha + beta per channel, given the statistics the BN normalises with,
     its affine weight and bias (or stand-ins for them) and eps, in the statistics' precision."""
     alpha = torch.rsqrt(var + eps)
@@ -254,7 +260,9 @@ def excite(se: nn.Module, z: Tensor, weights: Mapping[str, Tensor] | None = None
         return _call(se, "gate", weights, F.linear(hidden, w2, b2))
 
 
-def _gates(se: nn.Module, z: Tensor, scale: float, keep: Tensor | None, weights: Mapping[str, Tensor] | None = None) -> Tensor:
+def _gates(
+    se: nn.Module, z: Tensor, scale: float, keep: Tensor | None, weights: Mapping[str, Tensor] | None = None
+) -> Tensor:
     """The (N, C) factors s of the merge: F_ex(z) (Eq. 3) times the residual scale and, with a drop path,
     sample n's factor keep[n] (dropping its branch x * s is scaling its row of s by 0, else by 1 / keep)."""
     s = excite(se, z, weights)
@@ -495,7 +503,9 @@ class _UnitTail(torch.autograd.Function):
         return grad_c, grad_skip, None, grad_weight, grad_bias, None, None, None, None, None, *grad_se
 
 
-def _one_node(x: Tensor, skip: Tensor, se: nn.Module, norm: nn.Module | None, act: Callable[[Tensor], Tensor] | None) -> bool:
+def _one_node(
+    x: Tensor, skip: Tensor, se: nn.Module, norm: nn.Module | None, act: Callable[[Tensor], Tensor] | None
+) -> bool:
     """Whether `merge` runs as `_UnitTail`: eager CPU training of a foldable BN (batch statistics), a ReLU
     or no activation, something to differentiate. Elsewhere (GPUs, inference, compilers) the op."""
     return (
