@@ -393,6 +393,48 @@ def test_merge_with_the_bn_folded_in_matches_the_formula(kind):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("scale, drop", [(1.0, 0.0), (0.2, 0.5)])
+def test_cpu_training_runs_the_tail_as_one_node(relu, gate, scale, drop, monkeypatch):
+    """Eager CPU training with the BN folded in takes `_UnitTail` (one autograd node for the unit's tail),
+    whose outputs, every gradient (c, the shortcut, the SE and BN parameters), running statistics and
+    batch count equal the naive formula in float64 over two steps; inference and eval take the op."""
+    from senet.layers.drop import DropPath
+    from senet.layers.merge import _UnitTail
+
+    calls = []
+    forward = _UnitTail.forward
+    monkeypatch.setattr(_UnitTail, "forward", staticmethod(lambda *args: calls.append(1) or forward(*args)))
+    torch.manual_seed(0)
+    se, bn = SqueezeExcitation(16, 4, gate=gate).double(), _bn("train")
+    act = nn.ReLU() if relu else None
+    drop_path = DropPath(drop).train() if drop else None
+    c = torch.randn(4, 16, 5, 4, dtype=torch.float64) * 2 + 0.5
+    skip = torch.randn(4, 16, 5, 4, dtype=torch.float64)
+    results = {}
+    for impl in ("fused", "naive"):
+        se_, bn_ = copy.deepcopy(se), copy.deepcopy(bn)
+        se_.impl = impl
+        outs = []
+        for step in range(2):
+            c_, skip_ = (c + step).requires_grad_(), skip.clone().requires_grad_()
+            torch.manual_seed(step)
+            out = merge(c_, skip_, se=se_, norm=bn_, act=act, scale=scale, drop_path=drop_path)
+            weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+            (out * weight).sum().backward()
+            outs += [out.detach(), c_.grad, skip_.grad]
+        outs += [p.grad for p in [*se_.parameters(), *bn_.parameters()]] + list(bn_.buffers())
+        results[impl] = outs
+        assert len(calls) == 2  # both fused steps, no naive one
+    for got, want in zip(results["fused"], results["naive"], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    with torch.no_grad():
+        merge(c.clone(), skip, se=se, norm=bn, act=act, scale=scale)
+    merge(c.clone().requires_grad_(), skip, se=se, norm=bn.eval(), act=act, scale=scale)
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("dims", [1, 3])
 def test_merge_with_the_bn_folded_in_for_signals_and_volumes(dims):
     """The fold is the same for 1-D and 3-D units (BatchNorm1d / BatchNorm3d), training mode."""

@@ -21,12 +21,16 @@ BN(c) is mean(c) * alpha + beta, so
   the CPU PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). On a GPU the op
   is one node for torch.compile (its fake implementation gives the shapes); compiling for the CPU, where
   the op has no kernel of its own, the merge is the formula, which Inductor fuses into its loops.
+- eager CPU training with the BN folded in (an experiment, `_UnitTail`): the whole tail is one autograd
+  node instead of the moments, the excitation and the op, so that dL/dc is written once (two passes:
+  g * A + D, then + c * B) instead of twice and summed; its backward runs the (N, C) graph of the batch
+  statistics and the excitation through `torch.autograd.grad` between the sums and that write.
 - TorchScript, tracing, FX and ONNX export see the straightforward formula (`plain_ops`).
 
-Only public APIs: `torch.library` for the op, `torch.nn.functional`, and three ATen operators called
-through the public operator namespace `torch.ops.aten` (`native_group_norm`, of the Core ATen opset;
-`native_batch_norm_backward`; `threshold_backward`), each for the per-(n, c) reduction or pass it
-computes in one vectorised kernel. No autograd internals (grad_fn, saved tensors of other nodes).
+Only public APIs: `torch.library` for the op, `torch.autograd.Function`, `torch.nn.functional`, and three
+ATen operators called through the public operator namespace `torch.ops.aten` (`native_group_norm`, of the
+Core ATen opset; `native_batch_norm_backward`; `threshold_backward`), each for the per-(n, c) reduction or
+pass it computes in one vectorised kernel. No autograd internals (grad_fn, saved tensors of other nodes).
 
 Which one runs is a property of each SE block (`SqueezeExcitation.impl`, set for a whole model with
 `set_se_impl`): ``"fused"`` (default) or ``"naive"``, the straightforward formula ``x * s``, ``+ skip``,
@@ -38,11 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from senet.errors import check_choice
 from senet.layers import triton_se
@@ -160,14 +165,37 @@ def foldable(norm: nn.Module | None) -> bool:
     return type(norm) in BATCHNORMS
 
 
-def batch_norm_affine(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+def batch_statistics(var_nc: Tensor, mean_nc: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch's (mean, variance) per channel, (C,) each, from the per-(n, c) moments, exactly: the
+    variance of the whole is the mean of the per-sample variances plus the variance of the per-sample means."""
+    mean = mean_nc.mean(0)
+    return mean, var_nc.mean(0) + (mean_nc - mean).square().mean(0)
+
+
+def fold(
+    mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """(alpha, beta) with BN(c) = c * alpha + beta per channel, given the statistics the BN normalises with,
+    its affine weight and bias (or stand-ins for them) and eps, in the statistics' precision."""
+    alpha = torch.rsqrt(var + eps)
+    if weight is not None:
+        alpha = alpha * weight.to(var.dtype)
+    beta = -mean * alpha
+    if bias is not None:
+        beta = beta + bias.to(var.dtype)
+    return alpha, beta
+
+
+def batch_norm_affine(
+    c: Tensor, norm: nn.modules.batchnorm._BatchNorm, stats: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """(alpha, beta, mean) with norm(c) = c * alpha + beta (alpha, beta: (C,)) and mean the spatial mean of
     c per (n, c), (N, C), so that the squeeze of norm(c) is mean * alpha + beta (Eq. 2).
 
-    The batch statistics come from per-(n, c) moments of c (one reduction, which also gives the squeeze),
-    combined over the batch exactly (the variance of the whole is the mean of the per-sample variances
-    plus the variance of the per-sample means), in float32 at least. Running statistics and
-    `num_batches_tracked` are updated as `nn.BatchNorm` does; in eval mode the running statistics are used.
+    The batch statistics come from per-(n, c) moments of c (one reduction, which also gives the squeeze;
+    `stats`: those (variance, mean), already computed), combined over the batch (`batch_statistics`), in
+    float32 at least. Running statistics and `num_batches_tracked` are updated as `nn.BatchNorm` does; in
+    eval mode the running statistics are used.
     """
     acc = torch.promote_types(c.dtype, torch.float32)
     factor = 0.0 if norm.momentum is None else norm.momentum
@@ -179,12 +207,13 @@ def batch_norm_affine(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple
         count = c.numel() // c.shape[1]
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(c.shape)}")
-        if torch.is_grad_enabled() and c.requires_grad:
+        if stats is not None:
+            var_nc, mean_nc = stats
+        elif torch.is_grad_enabled() and c.requires_grad:
             var_nc, mean_nc = _Moments.apply(c)
         else:
             var_nc, mean_nc = moments(c)
-        mean = mean_nc.mean(0)
-        var = var_nc.mean(0) + (mean_nc - mean).square().mean(0)
+        mean, var = batch_statistics(var_nc, mean_nc)
         if norm.training and norm.running_mean is not None:
             with torch.no_grad():
                 norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
@@ -192,13 +221,7 @@ def batch_norm_affine(c: Tensor, norm: nn.modules.batchnorm._BatchNorm) -> tuple
     else:  # the running statistics: only the squeeze is needed from c
         mean_nc = c.sum(_space(c), dtype=acc) / math.prod(c.shape[2:])  # (sum's backward: a broadcast view)
         mean, var = norm.running_mean.to(acc), norm.running_var.to(acc)
-    alpha = torch.rsqrt(var + norm.eps)
-    if norm.weight is not None:
-        alpha = alpha * norm.weight.to(acc)
-    beta = -mean * alpha
-    if norm.bias is not None:
-        beta = beta + norm.bias.to(acc)
-    return alpha, beta, mean_nc
+    return (*fold(mean, var, norm.weight, norm.bias, norm.eps), mean_nc)
 
 
 def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
@@ -209,14 +232,45 @@ def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def excite(se: nn.Module, z: Tensor) -> Tensor:
+def _linear(se: nn.Module, name: str, weights: Mapping[str, Tensor] | None) -> tuple[Tensor, Tensor | None]:
+    """(weight as a matrix, bias) of the block's 1x1 convolution `name`, from `weights` where given."""
+    if weights is None:
+        conv = getattr(se, name)
+        return conv.weight.flatten(1), conv.bias
+    return weights[f"{name}.weight"].flatten(1), weights.get(f"{name}.bias")
+
+
+def _call(se: nn.Module, name: str, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+    """The block's part `name` (act, gate) on x; one with parameters of its own takes them from `weights`
+    where given (`torch.func.functional_call`)."""
+    module = getattr(se, name)
+    prefix = f"{name}."
+    own = {} if weights is None else {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    return torch.func.functional_call(module, own, (x,)) if own else module(x)
+
+
+def excite(se: nn.Module, z: Tensor, weights: Mapping[str, Tensor] | None = None) -> Tensor:
     """s = F_ex(z) (Eq. 3) from the pooled (N, C) vector z: the block's fc1, act, fc2 and gate as `F.linear`
     on (N, C) in the FCs' own precision, autocast off (the same weights as its 1x1 convolutions; a few
-    tiny kernels instead of convolutions and weight casts, which matters where SE's cost is launches)."""
+    tiny kernels instead of convolutions and weight casts, which matters where SE's cost is launches).
+    `weights`: tensors standing in for the block's parameters, by their names in `se.named_parameters()`."""
+    (w1, b1), (w2, b2) = _linear(se, "fc1", weights), _linear(se, "fc2", weights)
     with _autocast_off(z):
-        z = z.to(se.fc1.weight.dtype)
-        hidden = se.act(F.linear(z, se.fc1.weight.flatten(1), se.fc1.bias))
-        return se.gate(F.linear(hidden, se.fc2.weight.flatten(1), se.fc2.bias))
+        hidden = _call(se, "act", weights, F.linear(z.to(w1.dtype), w1, b1))
+        return _call(se, "gate", weights, F.linear(hidden, w2, b2))
+
+
+def _gates(
+    se: nn.Module, z: Tensor, scale: float, keep: Tensor | None, weights: Mapping[str, Tensor] | None = None
+) -> Tensor:
+    """The (N, C) factors s of the merge: F_ex(z) (Eq. 3) times the residual scale and, with a drop path,
+    sample n's factor keep[n] (dropping its branch x * s is scaling its row of s by 0, else by 1 / keep)."""
+    s = excite(se, z, weights)
+    if scale != 1.0:
+        s = s * scale
+    if keep is not None:
+        s = s * keep.to(s.dtype).unsqueeze(1)
+    return s
 
 
 def fusable(se: nn.Module) -> bool:
@@ -383,6 +437,85 @@ torch.library.register_autograd("senet::se_merge", _backward, setup_context=_set
 
 
 # ---------------------------------------------------------------------------------------------------
+# Eager CPU training with the BN folded in: the unit's tail as one autograd node.
+
+
+class _UnitTail(torch.autograd.Function):
+    """act((c * alpha + beta) * s + skip) from the BN input c, the BN's batch statistics folded in (Sec. 3.2,
+    Eq. 2-4), as one autograd node (eager CPU training, `_one_node`).
+
+    As three nodes (the moments, the excitation, the op) autograd writes dL/dc twice, the op's
+    g * s * alpha and the moments' c * factor + shift, and adds them. Here the backward pass computes the
+    per-(n, c) sums, runs the (N, C) part (batch statistics, alpha, beta, z, s as functions of the
+    per-(n, c) moments and the parameters) through `torch.autograd.grad`, and writes in two passes
+
+        dL/dc = g * A + c * B + D,  A = s * alpha,  B = 2 dL/dvar_nc / HW,  D = dL/dmean_nc / HW - B * mean_nc
+
+    (the moments' backward (dL/dmean_nc + 2 dL/dvar_nc (c - mean_nc)) / HW, all per (n, c)). That (N, C)
+    graph is rebuilt in the backward pass from the saved moments and parameters (a few tiny kernels): a
+    graph kept from the forward pass would be a second graph task's tensors, which non-reentrant
+    checkpointing (`set_grad_checkpointing`) recomputes once per graph task. It keeps c, the output (for the
+    ReLU) and the moments: what the plain unit keeps plus (N, C) vectors.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, c: Tensor, skip: Tensor, keep: Tensor | None, weight: Tensor | None, bias: Tensor | None,
+        norm: nn.modules.batchnorm._BatchNorm, se: nn.Module, names: tuple[str, ...], scale: float, relu: bool,
+        *se_params: Tensor,
+    ) -> Tensor:
+        var_nc, mean_nc = moments(c)
+        alpha, beta, _ = batch_norm_affine(c, norm, (var_nc, mean_nc))
+        s = _gates(se, mean_nc * alpha + beta, scale, keep)
+        out = _merge_formula(c, alpha, beta, s, skip, relu)
+        ctx.settings = norm.eps, se, names, scale, relu
+        ctx.save_for_backward(c, out if relu else None, keep, var_nc, mean_nc, weight, bias, *se_params)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        eps, se, names, scale, relu = ctx.settings
+        c, out, keep, *saved = ctx.saved_tensors
+        var_nc, mean_nc, weight, bias, *se_params = (None if t is None else t.detach().requires_grad_() for t in saved)
+        with torch.enable_grad():
+            alpha, beta = fold(*batch_statistics(var_nc, mean_nc), weight, bias, eps)
+            s = _gates(se, mean_nc * alpha + beta, scale, keep, dict(zip(names, se_params)))
+        g = torch.ops.aten.threshold_backward(grad_out, out, 0) if relu else grad_out
+        sum_gc, sum_g = (t.flatten(1) for t in spatial_sums(g, c, mean_nc.shape + (1,) * (c.dim() - 2)))
+        grad_s = sum_gc * alpha + sum_g * beta  # x = c * alpha + beta: sum of g * x, x never materialised
+        grad_alpha, grad_beta = (sum_gc * s).sum(0), (sum_g * s).sum(0)
+        leaves = [var_nc, mean_nc, weight, bias, *se_params]
+        grads = iter(torch.autograd.grad(
+            (s, alpha, beta),
+            [t for t in leaves if t is not None],
+            (grad_s.to(s.dtype), grad_alpha.to(alpha.dtype), grad_beta.to(beta.dtype)),
+            allow_unused=True,
+        ))
+        grad_var, grad_mean, grad_weight, grad_bias, *grad_se = (None if t is None else next(grads) for t in leaves)
+        grad_c = None
+        if ctx.needs_input_grad[0]:
+            area = math.prod(c.shape[2:])
+            b = grad_var * (2 / area)
+            grad_c = per_sample_affine(g, s * alpha, grad_mean / area - b * mean_nc)
+            grad_c.addcmul_(c, _per_channel_view(b.to(c.dtype), c))
+        grad_skip = g if ctx.needs_input_grad[1] else None
+        return grad_c, grad_skip, None, grad_weight, grad_bias, None, None, None, None, None, *grad_se
+
+
+def _one_node(
+    x: Tensor, skip: Tensor, se: nn.Module, norm: nn.Module | None, act: Callable[[Tensor], Tensor] | None
+) -> bool:
+    """Whether `merge` runs as `_UnitTail`: eager CPU training of a foldable BN (batch statistics), a ReLU
+    or no activation, something to differentiate. Elsewhere (GPUs, inference, compilers) the op."""
+    return (
+        foldable(norm) and norm.training and (act is None or fusable_relu(act)) and _cpu_dense(x)
+        and torch.is_grad_enabled()
+        and (x.requires_grad or skip.requires_grad or any(p.requires_grad for m in (se, norm) for p in m.parameters()))
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
 # The merge every residual unit calls.
 
 
@@ -433,6 +566,11 @@ def merge(
         out = x.add_(skip) if fresh and not plain_ops(x) else x + skip
         return out if act is None else act(out)
     se.check_input(x)
+    keep = None if drop_path is None else drop_path.sample_scale(x)
+    relu = fusable_relu(act)
+    if _one_node(x, skip, se, norm, act):
+        names, params = zip(*se.named_parameters())
+        return _UnitTail.apply(x, skip, keep, norm.weight, norm.bias, norm, se, names, scale, relu, *params)
     alpha = beta = None
     if norm is not None and foldable(norm):
         alpha, beta, mean = batch_norm_affine(x, norm)
@@ -441,13 +579,7 @@ def merge(
         if norm is not None:
             x = norm(x)
         z = x.sum(_space(x), dtype=torch.promote_types(x.dtype, torch.float32)) / math.prod(x.shape[2:])
-    s = excite(se, z)
-    if scale != 1.0:
-        s = s * scale
-    keep = None if drop_path is None else drop_path.sample_scale(x)
-    if keep is not None:  # dropping sample n's branch x * s is scaling its row of s by 0 (else by 1 / keep)
-        s = s * keep.to(s.dtype).unsqueeze(1)
-    relu = fusable_relu(act)
+    s = _gates(se, z, scale, keep)
     keep_skip = skip_kept and alpha is None and (relu or act is None) and isinstance(se.gate, nn.Sigmoid)
     if torch.compiler.is_compiling() and x.device.type == "cpu":
         # Inductor fuses the formula with its neighbours into one loop over the tensors, forward and
