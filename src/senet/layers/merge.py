@@ -25,8 +25,8 @@ BN(c) is mean(c) * alpha + beta, so
   node instead of three (the moments, the excitation, the op), so that dL/dc is written once (two passes:
   g * A + D, then + c * B) instead of twice and summed; its backward runs the (N, C) graph of the batch
   statistics and the excitation through `torch.autograd.grad` between the sums and that write. Measured
-  2-3% of an SE-ResNet-50 CPU training step (docs/speed.md). On a GPU the Triton kernels' backward
-  already writes dL/dc with the sums, so the op stays there.
+  1-3% of an SE-ResNet-50 CPU training step (docs/speed.md). On a GPU the op and its Triton kernels stay
+  (there the moments' term is still a second write; folding it into the kernel is unmeasured work).
 - TorchScript, tracing, FX and ONNX export see the straightforward formula (`plain_ops`).
 
 Only public APIs: `torch.library` for the op, `torch.autograd.Function`, `torch.nn.functional`, and three
