@@ -509,10 +509,11 @@ def _one_node(
     x: Tensor, skip: Tensor, se: nn.Module, norm: nn.Module | None, act: Callable[[Tensor], Tensor] | None
 ) -> bool:
     """Whether `merge` runs as `_UnitTail`: eager CPU training of a foldable BN (batch statistics), a ReLU
-    or no activation, something to differentiate. Elsewhere (GPUs, inference, compilers) the op."""
+    or no activation, something to differentiate. Elsewhere (GPUs, inference, compilers, and the CPU under
+    Triton's interpreter, where the kernels are tested) the op."""
     return (
         foldable(norm) and norm.training and (act is None or fusable_relu(act)) and _cpu_dense(x)
-        and torch.is_grad_enabled()
+        and torch.is_grad_enabled() and not triton_se.supported(x, skip)
         and (x.requires_grad or skip.requires_grad or any(p.requires_grad for m in (se, norm) for p in m.parameters()))
     )
 
