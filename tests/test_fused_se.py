@@ -435,6 +435,24 @@ def test_cpu_training_runs_the_tail_as_one_node(relu, gate, scale, drop, monkeyp
     assert len(calls) == 2
 
 
+def test_one_node_tail_runs_backwards_twice():
+    """The tail's (N, C) graph is kept from the forward pass: a second backward pass over a retained outer
+    graph gives the same gradients again, and the small graph holds no full-size tensor."""
+    torch.manual_seed(0)
+    se, bn = SqueezeExcitation(16, 4).double(), _bn("train")
+    c = (torch.randn(4, 16, 5, 4, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    skip = torch.randn(4, 16, 5, 4, dtype=torch.float64, requires_grad=True)
+    out = merge(c.clone(), skip, se=se, norm=bn, act=nn.ReLU())
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+    (out * weight).sum().backward(retain_graph=True)
+    first = [t.grad.clone() for t in (c, skip, *se.parameters(), *bn.parameters())]
+    for t in (c, skip, *se.parameters(), *bn.parameters()):
+        t.grad = None
+    (out * weight).sum().backward()
+    for got, want in zip([t.grad for t in (c, skip, *se.parameters(), *bn.parameters())], first, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("dims", [1, 3])
 def test_merge_with_the_bn_folded_in_for_signals_and_volumes(dims):
     """The fold is the same for 1-D and 3-D units (BatchNorm1d / BatchNorm3d), training mode."""

@@ -23,9 +23,9 @@ BN(c) is mean(c) * alpha + beta, so
   the op has no kernel of its own, the merge is the formula, which Inductor fuses into its loops.
 - eager CPU training of a unit whose last BN is folded in (`_UnitTail`): the whole tail is one autograd
   node instead of three (the moments, the excitation, the op), so that dL/dc is written once (two passes:
-  g * A + D, then + c * B) instead of twice and summed; its backward runs the (N, C) graph of the batch
-  statistics and the excitation through `torch.autograd.grad` between the sums and that write. Measured
-  1-3% of an SE-ResNet-50 CPU training step (docs/speed.md). On a GPU the op and its Triton kernels stay
+  g * A + D, then + c * B) instead of twice and summed; the (N, C) graph of the batch statistics and the
+  excitation, recorded in the forward pass, runs backwards (`torch.autograd.grad`) between the sums and
+  that write (docs/speed.md has what each measured). On a GPU the op and its Triton kernels stay
   (there the moments' term is still a second write; folding it into the kernel is unmeasured work).
 - TorchScript, tracing, FX and ONNX export see the straightforward formula (`plain_ops`).
 
@@ -182,14 +182,16 @@ def fold(
     alpha = torch.rsqrt(var + eps)
     if weight is not None:
         alpha = alpha * weight.to(var.dtype)
-    beta = -mean * alpha
-    if bias is not None:
-        beta = beta + bias.to(var.dtype)
-    return alpha, beta
+    if bias is None:
+        return alpha, -mean * alpha
+    return alpha, torch.addcmul(bias.to(var.dtype), mean, alpha, value=-1)
 
 
 def batch_norm_affine(
-    c: Tensor, norm: nn.modules.batchnorm._BatchNorm, stats: tuple[Tensor, Tensor] | None = None
+    c: Tensor,
+    norm: nn.modules.batchnorm._BatchNorm,
+    stats: tuple[Tensor, Tensor] | None = None,
+    affine: tuple[Tensor | None, Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(alpha, beta, mean) with norm(c) = c * alpha + beta (alpha, beta: (C,)) and mean the spatial mean of
     c per (n, c), (N, C), so that the squeeze of norm(c) is mean * alpha + beta (Eq. 2).
@@ -197,7 +199,7 @@ def batch_norm_affine(
     The batch statistics come from per-(n, c) moments of c (one reduction, which also gives the squeeze;
     `stats`: those (variance, mean), already computed), combined over the batch (`batch_statistics`), in
     float32 at least. Running statistics and `num_batches_tracked` are updated as `nn.BatchNorm` does; in
-    eval mode the running statistics are used.
+    eval mode the running statistics are used. `affine`: tensors standing in for the BN's weight and bias.
     """
     acc = torch.promote_types(c.dtype, torch.float32)
     factor = 0.0 if norm.momentum is None else norm.momentum
@@ -223,7 +225,8 @@ def batch_norm_affine(
     else:  # the running statistics: only the squeeze is needed from c
         mean_nc = c.sum(_space(c), dtype=acc) / math.prod(c.shape[2:])  # (sum's backward: a broadcast view)
         mean, var = norm.running_mean.to(acc), norm.running_var.to(acc)
-    return (*fold(mean, var, norm.weight, norm.bias, norm.eps), mean_nc)
+    weight, bias = (norm.weight, norm.bias) if affine is None else affine
+    return (*fold(mean, var, weight, bias, norm.eps), mean_nc)
 
 
 def _autocast_off(t: Tensor) -> contextlib.AbstractContextManager:
@@ -442,22 +445,31 @@ torch.library.register_autograd("senet::se_merge", _backward, setup_context=_set
 # Eager CPU training with the BN folded in: the unit's tail as one autograd node.
 
 
+def _pack(t: Tensor) -> Tensor:
+    return t.detach()  # not t: a node saving its own output would then hold itself (a cycle gc cannot see)
+
+
+def _unpack(t: Tensor) -> Tensor:
+    return t
+
+
 class _UnitTail(torch.autograd.Function):
     """act((c * alpha + beta) * s + skip) from the BN input c, the BN's batch statistics folded in (Sec. 3.2,
     Eq. 2-4), as one autograd node (eager CPU training, `_one_node`).
 
     As three nodes (the moments, the excitation, the op) autograd writes dL/dc twice, the op's
-    g * s * alpha and the moments' c * factor + shift, and adds them. Here the backward pass computes the
-    per-(n, c) sums, runs the (N, C) part (batch statistics, alpha, beta, z, s as functions of the
-    per-(n, c) moments and the parameters) through `torch.autograd.grad`, and writes in two passes
+    g * s * alpha and the moments' c * factor + shift, and adds them. Here the forward pass records the
+    (N, C) part (batch statistics, alpha, beta, z, s as functions of the per-(n, c) moments and the
+    parameters, detached) as a graph of its own; the backward pass computes the per-(n, c) sums, runs that
+    graph backwards with `torch.autograd.grad`, and writes in two passes
 
         dL/dc = g * A + c * B + D,  A = s * alpha,  B = 2 dL/dvar_nc / HW,  D = dL/dmean_nc / HW - B * mean_nc
 
-    (the moments' backward (dL/dmean_nc + 2 dL/dvar_nc (c - mean_nc)) / HW, all per (n, c)). That (N, C)
-    graph is rebuilt in the backward pass from the saved moments and parameters (a few tiny kernels): a
-    graph kept from the forward pass would be a second graph task's tensors, which non-reentrant
-    checkpointing (`set_grad_checkpointing`) recomputes once per graph task. It keeps c, the output (for the
-    ReLU) and the moments: what the plain unit keeps plus (N, C) vectors.
+    (the moments' backward (dL/dmean_nc + 2 dL/dvar_nc (c - mean_nc)) / HW, all per (n, c)). The small
+    graph keeps its tensors itself (saved-tensor hooks of its own): under checkpointing
+    (`set_grad_checkpointing`) they are not the checkpoint's to drop and recompute in the backward pass's
+    nested graph task. It keeps c, the output (for the ReLU) and (N, C) vectors: what the plain unit keeps
+    plus (N, C) vectors.
     """
 
     @staticmethod
@@ -466,40 +478,39 @@ class _UnitTail(torch.autograd.Function):
         norm: nn.modules.batchnorm._BatchNorm, se: nn.Module, names: tuple[str, ...], scale: float, relu: bool,
         *se_params: Tensor,
     ) -> Tensor:
-        var_nc, mean_nc = moments(c)
-        alpha, beta, _ = batch_norm_affine(c, norm, (var_nc, mean_nc))
-        s = _gates(se, mean_nc * alpha + beta, scale, keep)
+        leaves = [None if t is None else t.detach().requires_grad_() for t in (*moments(c), weight, bias, *se_params)]
+        var_nc, mean_nc, weight, bias, *se_params = leaves
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+            alpha, beta, _ = batch_norm_affine(c, norm, (var_nc, mean_nc), (weight, bias))
+            s = _gates(se, torch.addcmul(beta, mean_nc, alpha), scale, keep, dict(zip(names, se_params)))
         out = _merge_formula(c, alpha, beta, s, skip, relu)
-        ctx.settings = norm.eps, se, names, scale, relu
-        ctx.save_for_backward(c, out if relu else None, keep, var_nc, mean_nc, weight, bias, *se_params)
+        ctx.graph = alpha, beta, s, leaves
+        ctx.relu = relu
+        ctx.save_for_backward(c, out if relu else None, var_nc.detach(), mean_nc.detach())
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        eps, se, names, scale, relu = ctx.settings
-        c, out, keep, *saved = ctx.saved_tensors
-        var_nc, mean_nc, weight, bias, *se_params = (None if t is None else t.detach().requires_grad_() for t in saved)
-        with torch.enable_grad():
-            alpha, beta = fold(*batch_statistics(var_nc, mean_nc), weight, bias, eps)
-            s = _gates(se, mean_nc * alpha + beta, scale, keep, dict(zip(names, se_params)))
-        g = torch.ops.aten.threshold_backward(grad_out, out, 0) if relu else grad_out
+        c, out, var_nc, mean_nc = ctx.saved_tensors
+        alpha, beta, s, leaves = ctx.graph
+        g = torch.ops.aten.threshold_backward(grad_out, out, 0) if ctx.relu else grad_out
         sum_gc, sum_g = (t.flatten(1) for t in spatial_sums(g, c, mean_nc.shape + (1,) * (c.dim() - 2)))
-        grad_s = sum_gc * alpha + sum_g * beta  # x = c * alpha + beta: sum of g * x, x never materialised
-        grad_alpha, grad_beta = (sum_gc * s).sum(0), (sum_g * s).sum(0)
-        leaves = [var_nc, mean_nc, weight, bias, *se_params]
+        grad_s = sum_gc * alpha.detach() + sum_g * beta.detach()  # sum of g * x, x = c * alpha + beta unwritten
+        grad_alpha, grad_beta = (sum_gc * s.detach()).sum(0), (sum_g * s.detach()).sum(0)
         grads = iter(torch.autograd.grad(
             (s, alpha, beta),
             [t for t in leaves if t is not None],
             (grad_s.to(s.dtype), grad_alpha.to(alpha.dtype), grad_beta.to(beta.dtype)),
             allow_unused=True,
+            retain_graph=True,  # the outer graph may be run backwards again (retain_graph there)
         ))
         grad_var, grad_mean, grad_weight, grad_bias, *grad_se = (None if t is None else next(grads) for t in leaves)
         grad_c = None
         if ctx.needs_input_grad[0]:
             area = math.prod(c.shape[2:])
             b = grad_var * (2 / area)
-            grad_c = per_sample_affine(g, s * alpha, grad_mean / area - b * mean_nc)
+            grad_c = per_sample_affine(g, (s * alpha).detach(), grad_mean / area - b * mean_nc)
             grad_c.addcmul_(c, _per_channel_view(b.to(c.dtype), c))
         grad_skip = g if ctx.needs_input_grad[1] else None
         return grad_c, grad_skip, None, grad_weight, grad_bias, None, None, None, None, None, *grad_se
