@@ -7,13 +7,14 @@ batch norm, elementwise, reduction, optimizer, ...). The SE blocks' cost is the 
 
     python benchmarks/profile_step.py --device cuda --batch 256 --amp --channels-last
     python benchmarks/profile_step.py --model se_resnet50 --baseline se_resnet50 --baseline-se-impl naive
-    python benchmarks/profile_step.py --device cpu --batch 8 --threads 2 --steps 2
+    python benchmarks/profile_step.py --device cpu --batch 8 --threads 2 --steps 1 --rounds 7
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,14 @@ def profile_subject(subject: Subject, steps: int, device: str) -> tuple[dict[str
     return times, calls, wall_ms
 
 
+def median_of_rounds(runs: list[tuple[dict[str, float], dict[str, int], float]]) -> tuple[dict[str, float], dict[str, int], float]:
+    """Per name, the median over rounds of its time per step (0 in a round without it); calls of the
+    first round; the median wall time."""
+    names = set().union(*(times for times, _, _ in runs))
+    times = {name: statistics.median(t.get(name, 0.0) for t, _, _ in runs) for name in names}
+    return times, runs[0][1], statistics.median(wall for _, _, wall in runs)
+
+
 def short(name: str, width: int = 90) -> str:
     return name if len(name) <= width else name[: width - 3] + "..."
 
@@ -108,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile both networks")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=5, help="profiled steps (averaged)")
+    parser.add_argument("--steps", type=int, default=5, help="profiled steps per round (averaged)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="profiled rounds of each network, alternating; each time is the median over rounds")
     parser.add_argument("--top", type=int, default=25, help="kernels listed")
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
@@ -120,17 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     config = BenchConfig(model=args.model, baseline=args.baseline, mode=args.mode, batch=args.batch,
                          input_size=args.input, device=args.device, amp=args.amp,
                          channels_last=args.channels_last, threads=args.threads, compile=args.compile)
-    results, hosts = {}, {}
+    subjects, hosts = {}, {}
     for label, name, impl in (("model", args.model, args.se_impl),
                               ("baseline", args.baseline, args.baseline_se_impl or args.se_impl)):
-        subject = Subject(name, {}, impl, config)
+        subjects[label] = Subject(name, {}, impl, config)
         for _ in range(args.warmup):
-            subject.step()
-        hosts[label] = host_ms(subject, max(args.steps, 5), args.device)
-        results[label] = profile_subject(subject, args.steps, args.device)
-        del subject
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
+            subjects[label].step()
+        hosts[label] = host_ms(subjects[label], max(args.steps, 5), args.device)
+    rounds: dict[str, list] = {"model": [], "baseline": []}
+    for index in range(args.rounds):  # alternating, so that load from elsewhere hits both alike
+        for label in ("model", "baseline") if index % 2 == 0 else ("baseline", "model"):
+            rounds[label].append(profile_subject(subjects[label], args.steps, args.device))
+    results = {label: median_of_rounds(runs) for label, runs in rounds.items()}
+    del subjects
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
 
     (m_times, m_calls, m_wall), (b_times, b_calls, b_wall) = results["model"], results["baseline"]
     unit = "kernel" if args.device == "cuda" else "operator (self CPU time)"
@@ -140,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.baseline_se_impl or args.se_impl}): {args.device}, batch {args.batch}, "
         f"{'bf16 autocast' if args.amp else 'fp32'}, {'channels_last' if args.channels_last else 'NCHW'}, "
         f"{'compiled' if args.compile else 'eager'}, "
-        f"{args.steps} profiled steps after {args.warmup} warm-up",
+        f"{args.rounds} alternating rounds of {args.steps} profiled steps after {args.warmup} warm-up",
         "",
         f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
         "",

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from senet import allocator
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers import SE_IMPLS, set_se_impl
 
@@ -385,6 +386,7 @@ def environment(config: BenchConfig) -> dict[str, Any]:
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "malloc": allocator.describe(),
     }
     if config.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
@@ -478,7 +480,7 @@ def format_result(result: BenchResult) -> str:
         f"{config.mode}, batch {config.batch}, input {config.input_size}, {config.device}"
         f"{', compiled' if config.compile else ', eager'}{', channels_last' if config.channels_last else ''}"
         f"{', bf16 autocast' if config.amp else ', fp32'}, {result.environment['threads']} threads, "
-        f"{config.repeats} rounds"
+        f"{config.repeats} rounds{', malloc: ' + result.environment['malloc'] if config.device == 'cpu' else ''}"
     )
     lines = [settings, f"  {'':28s} {'median ms':>10s} {'min ms':>9s} {'img/s':>8s} {'peak MB':>9s} {'saved MB':>9s}"]
     for m in (result.model, result.baseline):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from senet import allocator
 from senet.errors import SenetError
 
 # ---------------------------------------------------------------------------------------------------
@@ -903,6 +904,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    allocator.keep_freed_memory()  # a training step's freed memory is needed again by the next one
     try:
         return args._commands[args.command](args)
     except SenetError as error:

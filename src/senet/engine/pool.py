@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from senet import allocator
 from senet.engine.config import RunConfig
 from senet.engine.train import train
 from senet.errors import SenetError
@@ -32,6 +33,7 @@ def train_one(config: dict[str, Any], output: str, threads: int, resume: bool = 
     `resume` continues the run in `output` from its newest checkpoint, or starts it there if it has none.
     """
     torch.set_num_threads(threads)
+    allocator.keep_freed_memory()  # a spawned worker starts with the system's malloc settings
     result = train(RunConfig.from_dict(config), output, resume=resume, quiet=True)
     return {"history": result.history, "train_seconds": result.train_seconds, "train_images": result.train_images}
 
