@@ -40,8 +40,16 @@ ROWS = {  # name: BenchConfig keywords besides the model pair
 }
 
 
-def run_row(tree: Path, config: dict, python: str) -> dict:
+# Freed memory kept, as senet's commands keep it (senet.allocator), for both revisions alike.
+KEPT = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+
+
+def run_row(tree: Path, config: dict, python: str, malloc: str = "kept") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS=str(config.get("threads") or 2))
+    env.pop("SENET_MALLOC", None)
+    env.pop("GLIBC_TUNABLES", None)
+    if malloc == "kept":
+        env["GLIBC_TUNABLES"] = KEPT
     done = subprocess.run([python, "-c", CHILD, json.dumps(config)], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"compare_revisions.py: the run on {tree} failed:\n{done.stderr[-2000:]}")
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output", type=Path, help="also write the Markdown summary here")
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--malloc", choices=("kept", "system"), default="kept",
+                        help="glibc malloc of both revisions' processes: freed memory kept (as senet's commands) or as it comes")
     args = parser.parse_args(argv)
 
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                           repeats=args.repeats, warmup=args.warmup, memory=False, **ROWS[row])
             order = ("old", "new") if index % 2 == 0 else ("new", "old")
             for label in order:
-                result = run_row(trees[label], config, args.python)
+                result = run_row(trees[label], config, args.python, args.malloc)
                 results[row][label].append(result)
                 print(f"round {index + 1} {row} {label}: ratio {result['ratio']:.3f}, {args.model} "
                       f"{result['model_ms']:.1f} ms, {args.baseline} {result['baseline_ms']:.1f} ms", flush=True)

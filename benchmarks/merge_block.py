@@ -26,6 +26,7 @@ import time
 import torch
 from torch import Tensor, nn
 
+from senet.allocator import keep_freed_memory
 from senet.layers import SEConfig, SEResidualUnit, set_se_impl
 
 
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
+    keep_freed_memory()  # as senet's commands (senet.allocator; SENET_MALLOC=system opts out)
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is visible; run on a GPU machine or use --device cpu")

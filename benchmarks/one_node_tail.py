@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import senet
+from senet.allocator import keep_freed_memory
 
 merge_module = importlib.import_module("senet.layers.merge")
 ORDERS = ("ABP", "PBA", "BAP", "PAB", "APB", "BPA")
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()  # as senet's commands (senet.allocator; SENET_MALLOC=system opts out)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from senet.allocator import keep_freed_memory
 from senet.bench import BenchConfig, Subject
 
 # Kernel-name fragments (lower case) -> class, first match wins.
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25, help="kernels listed")
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as senet's commands (senet.allocator; SENET_MALLOC=system opts out)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("profile_step.py: --device cuda: no CUDA device is available here; use --device cpu")
     if args.threads:

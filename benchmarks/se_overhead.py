@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from senet.allocator import keep_freed_memory
 from senet.bench import BenchConfig, BenchResult, format_result, markdown_table, run_bench
 
 PAIRS = (("se_resnet50", "resnet50"), ("se_resnext50_32x4d", "resnext50_32x4d"))
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", nargs="+", metavar="SE:PLAIN", help="model pairs instead of the standard two")
     parser.add_argument("--output", type=Path, help="Markdown file (default: results/se_overhead_<devices>[_compiled].md)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as senet's commands (senet.allocator; SENET_MALLOC=system opts out)
     if args.output is None:
         args.output = default_output(resolve_devices(args), ["eager"] if args.no_compile else args.exec)
 

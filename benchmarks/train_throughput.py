@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from senet import create_model, plain_twin
+from senet.allocator import keep_freed_memory
 from senet.engine.evaluate import autocast
 
 
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
+    keep_freed_memory()  # as senet's commands (senet.allocator; SENET_MALLOC=system opts out)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

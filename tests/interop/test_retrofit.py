@@ -314,6 +314,27 @@ def test_training_state_dict_copy_compile_and_export() -> None:
         torch.testing.assert_close(exported.module()(x), expected)
 
 
+def test_distributed_data_parallel(tmp_path: pathlib.Path) -> None:
+    """A model with SE added trains under DDP (a one-process gloo group) with the gradients it has alone."""
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    model = senet.add_se(TorchvisionStyleResNet(), reduction=4)
+    alone = copy.deepcopy(model)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(model)
+        nn.functional.cross_entropy(ddp(x), y).backward()
+    finally:
+        dist.destroy_process_group()
+    nn.functional.cross_entropy(alone(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), alone.parameters(), strict=True):
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_torch_compile() -> None:
     model = senet.add_se(TorchvisionStyleResNet(), reduction=4).eval()
