@@ -5,9 +5,8 @@ glibc's malloc (Linux) hands large freed blocks back to the system: it maps bloc
 once more than twice that is free there. A training step frees most of its activation memory during the
 backward pass and needs it again in the next forward pass, so every step page-faults it in afresh, and
 the kernel zeroes each page first. On the 2-core development machine that was 3,000 to 40,000 minor
-faults per step of ResNet-50 or SE-ResNet-50 at batch 8 (`getrusage`), more of them in SE-ResNet-50's
-backward pass, whose merge writes its full-size outputs in a different order from BatchNorm's; with freed
-memory kept, none (docs/speed.md has the measurements). PyTorch's CUDA allocator keeps freed GPU memory
+faults per step of ResNet-50 or SE-ResNet-50 at batch 8 (`getrusage`), in these measurements more of
+them in SE-ResNet-50's backward pass; with freed memory kept, none (docs/speed.md has the measurements). PyTorch's CUDA allocator keeps freed GPU memory
 the same way.
 
 `keep_freed_memory()` asks glibc (`mallopt`) never to map blocks of their own and never to trim: the
