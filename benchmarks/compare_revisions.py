@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from senet import allocator
+
 # The child: run one bench row with whichever harness the revision has (senet.bench, or the older
 # senet.analysis.benchmark), print its JSON.
 CHILD = """
@@ -40,16 +42,12 @@ ROWS = {  # name: BenchConfig keywords besides the model pair
 }
 
 
-# Freed memory kept, as senet's commands keep it (senet.allocator), for both revisions alike.
-KEPT = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
-
-
 def run_row(tree: Path, config: dict, python: str, malloc: str = "kept") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS=str(config.get("threads") or 2))
     env.pop("SENET_MALLOC", None)
     env.pop("GLIBC_TUNABLES", None)
-    if malloc == "kept":
-        env["GLIBC_TUNABLES"] = KEPT
+    if malloc == "kept":  # as senet's commands keep it, for both revisions alike
+        env["GLIBC_TUNABLES"] = allocator.TUNABLES
     done = subprocess.run([python, "-c", CHILD, json.dumps(config)], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"compare_revisions.py: the run on {tree} failed:\n{done.stderr[-2000:]}")

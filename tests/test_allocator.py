@@ -40,7 +40,8 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     pages = (64 << 20) // 4096
     assert faults_of_a_second_cycle("system") >= pages // 2  # returned to the system, faulted in again
     assert faults_of_a_second_cycle("keep") < pages // 100
-    tunables = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"}
+    assert allocator.TUNABLES == "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"  # as documented
+    tunables = {"GLIBC_TUNABLES": allocator.TUNABLES}
     assert faults_of_a_second_cycle("system", tunables) < pages // 100  # the documented form for scripts
 
 

@@ -412,6 +412,12 @@ def _setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(c, alpha, beta, s, output if relu else None, None)
 
 
+def _affine_grads(sum_gc: Tensor, sum_g: Tensor, alpha: Tensor, beta: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dL/ds, dL/dalpha, dL/dbeta) of x * s with x = c * alpha + beta, from the per-(n, c) sums of g * c
+    and of g: the sum of g * x is sum_gc * alpha + sum_g * beta, x never materialised."""
+    return sum_gc * alpha + sum_g * beta, (sum_gc * s).sum(0), (sum_g * s).sum(0)
+
+
 def _backward(ctx, grad_out: Tensor):
     c, alpha, beta, s, out, skip = ctx.saved_tensors
     g, grad_c, sum_gc, sum_g = torch.ops.senet.se_merge_backward(grad_out, out, c, alpha, beta, s, ctx.relu, skip)
@@ -421,16 +427,12 @@ def _backward(ctx, grad_out: Tensor):
     if alpha is None:
         grad_s = sum_gc
     else:
-        grad_s = sum_gc * alpha + sum_g * beta  # x = c * alpha + beta: sum of g * x, x never materialised
-        if ctx.needs_input_grad[1]:
-            grad_alpha = (sum_gc * s).sum(0)
-        if ctx.needs_input_grad[2]:
-            grad_beta = (sum_g * s).sum(0)
+        grad_s, grad_alpha, grad_beta = _affine_grads(sum_gc, sum_g, alpha, beta, s)
     needs = ctx.needs_input_grad
     return (
         grad_c if needs[0] else None,
-        grad_alpha,
-        grad_beta,
+        grad_alpha if needs[1] else None,
+        grad_beta if needs[2] else None,
         grad_s.to(s.dtype) if needs[3] else None,
         g if needs[4] else None,
         None,
@@ -496,8 +498,7 @@ class _UnitTail(torch.autograd.Function):
         alpha, beta, s, leaves = ctx.graph
         g = torch.ops.aten.threshold_backward(grad_out, out, 0) if ctx.relu else grad_out
         sum_gc, sum_g = (t.flatten(1) for t in spatial_sums(g, c, mean_nc.shape + (1,) * (c.dim() - 2)))
-        grad_s = sum_gc * alpha.detach() + sum_g * beta.detach()  # sum of g * x, x = c * alpha + beta unwritten
-        grad_alpha, grad_beta = (sum_gc * s.detach()).sum(0), (sum_g * s.detach()).sum(0)
+        grad_s, grad_alpha, grad_beta = _affine_grads(sum_gc, sum_g, alpha.detach(), beta.detach(), s.detach())
         grads = iter(torch.autograd.grad(
             (s, alpha, beta),
             [t for t in leaves if t is not None],
