@@ -50,3 +50,15 @@ def test_senet_malloc_system_leaves_malloc_alone(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(allocator, "_kept", False)
     assert allocator.keep_freed_memory() is False
     assert allocator.describe() == "system default"
+
+
+def test_an_unknown_senet_malloc_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from senet.cli import main as cli_main
+    from senet.errors import ConfigError
+
+    monkeypatch.setenv(allocator.ENV, "sytem")
+    with pytest.raises(ConfigError, match="unknown SENET_MALLOC 'sytem'.*system"):
+        allocator.keep_freed_memory()
+    assert cli_main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("senet: error: unknown SENET_MALLOC 'sytem'")

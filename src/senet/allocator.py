@@ -22,6 +22,8 @@ import ctypes
 import os
 import sys
 
+from senet.errors import check_choice
+
 # mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -29,6 +31,7 @@ TRIM_THRESHOLD = 2**31 - 1  # the largest a C int holds: never trim
 # The same settings for a process started with GLIBC_TUNABLES.
 TUNABLES = f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
 ENV = "SENET_MALLOC"
+SETTINGS = ("kept", "system")
 _kept = False
 
 
@@ -36,9 +39,11 @@ def keep_freed_memory() -> bool:
     """Keep memory freed by this process for reuse instead of returning it to the system (glibc only).
 
     Returns whether the setting took: False on other C libraries (macOS, musl, Windows), where nothing
-    changes, and when ``SENET_MALLOC=system`` is set.
+    changes, and when ``SENET_MALLOC=system`` is set (any other value than ``kept`` or ``system`` is a
+    ConfigError).
     """
-    if os.environ.get(ENV, "").lower() == "system" or not sys.platform.startswith("linux"):
+    setting = check_choice(ENV, os.environ.get(ENV, "kept").lower(), SETTINGS)
+    if setting == "system" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None)  # the C library this Python runs on

@@ -904,8 +904,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    allocator.keep_freed_memory()  # a training step's freed memory is needed again by the next one
     try:
+        allocator.keep_freed_memory()  # a training step's freed memory is needed again by the next one
         return args._commands[args.command](args)
     except SenetError as error:
         print(f"senet: error: {error}", file=sys.stderr)
