@@ -17,8 +17,9 @@ BN(c) is mean(c) * alpha + beta, so
   An SE unit so keeps what the plain unit keeps (the BN input, the output) plus (N, C) vectors. A unit with
   no BN to fold (pre-activation units, Inception-ResNet) on an identity shortcut keeps the shortcut (its
   input, kept anyway) and the output instead of x, and rebuilds x * s = out - skip (`skip_kept`).
-- on a GPU the op's forward and backward are Triton kernels (`senet.layers.triton_se`, AFFINE mode); on
-  the CPU PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). On a GPU the op
+- on a GPU the op's forward and backward are Triton kernels (`senet.layers.triton_se`, AFFINE mode),
+  registered as the ops' CUDA kernels with `torch.library`, so dispatch goes by device; on the CPU
+  PyTorch operations (the sums from one BatchNorm-backward pass, `spatial_sums`). On a GPU the op
   is one node for torch.compile (its fake implementation gives the shapes); compiling for the CPU, where
   the op has no kernel of its own, the merge is the formula, which Inductor fuses into its loops.
 - eager CPU training of a unit whose last BN is folded in (`_UnitTail`): the whole tail is one autograd
@@ -310,8 +311,16 @@ def _se_merge(
 ) -> Tensor:
     """act((c * alpha + beta) * s + skip): c, skip (N, C, *spatial); alpha, beta (C,) or None; s (N, C).
     `keep_skip` (no alpha; s > 0): the backward keeps skip and the output instead of c (see `merge`).
-    One implementation for every device: the Triton kernels where they run (CUDA tensors, or the CPU
-    under Triton's interpreter, where the kernels are tested), else PyTorch operations."""
+    PyTorch operations on every device; on CUDA the Triton kernels (`_se_merge_kernels`, registered for
+    the device below)."""
+    return _merge_formula(c, alpha, beta, s, skip, relu)
+
+
+def _se_merge_kernels(
+    c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool, keep_skip: bool
+) -> Tensor:
+    """`senet::se_merge` as one Triton kernel (AFFINE mode where alpha is given) where the kernels take the
+    tensors (`triton_se.supported`: dtype, layout, size), else PyTorch operations."""
     if _kernels(c, skip, s):
         affine = None if alpha is None else (alpha, beta)
         return triton_se.scale_shift(c, _per_channel_view(s, c), skip, relu=relu, affine=affine)
@@ -374,7 +383,17 @@ def _se_merge_backward(
     relu: bool, skip: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(g behind the ReLU (empty without one: g is grad_out), dL/dc, sum of g * c, sum of g) per (n, c).
-    c is None where skip is given instead (then x = c is rebuilt as (out - skip) / s)."""
+    c is None where skip is given instead (then x = c is rebuilt as (out - skip) / s). PyTorch operations
+    on every device; on CUDA the Triton kernels (`_se_merge_backward_kernels`, registered below)."""
+    return _backward_formula(grad_out, out, c, alpha, s, relu, skip)
+
+
+def _se_merge_backward_kernels(
+    grad_out: Tensor, out: Tensor | None, c: Tensor | None, alpha: Tensor | None, beta: Tensor | None, s: Tensor,
+    relu: bool, skip: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`senet::se_merge_backward` as one Triton kernel where the kernels take the tensors, else PyTorch
+    operations."""
     kept = c if skip is None else skip
     if relu and _kernels(kept, out, s) and triton_se.supported(grad_out):
         return _backward_kernels(grad_out, out, c, alpha, beta, s, skip)
@@ -441,6 +460,14 @@ def _backward(ctx, grad_out: Tensor):
 
 
 torch.library.register_autograd("senet::se_merge", _backward, setup_context=_setup_context)
+
+# Dispatch by device: the Triton kernels are CUDA's implementation of both ops. Under Triton's interpreter
+# (TRITON_INTERPRET=1, set before senet is imported: how `make test-kernels` tests the kernels without a
+# GPU) they are the CPU's too.
+for _device in ("cuda", "cpu") if triton_se.INTERPRETING else ("cuda",):
+    _se_merge.register_kernel(_device)(_se_merge_kernels)
+    _se_merge_backward.register_kernel(_device)(_se_merge_backward_kernels)
+del _device
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ its backward are generic (strided, not vectorised) and each makes a full pass ov
 
 Both read (N, C, *spatial) tensors in either memory format (NCHW-contiguous or channels_last), all
 operands in the same one. `supported` says when the kernels apply; the caller (the `senet::se_merge` op of
-`senet.layers.merge`, in AFFINE mode) falls back to PyTorch operations otherwise, and always on CPU. Setting ``SENET_TRITON=0`` switches them off.
+`senet.layers.merge`, registered for CUDA, in AFFINE mode) falls back to PyTorch operations otherwise.
+A model set to ``set_se_impl("naive")`` never calls them.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # Triton's interpreter runs the kernels on CPU tensors (TRITON_INTERPRET=1): how they are tested without a GPU.
-_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def available() -> bool:
-    """Whether the kernels can run at all (Triton importable and not switched off with SENET_TRITON=0)."""
-    return triton is not None and os.environ.get("SENET_TRITON", "1") != "0"
+    """Whether the kernels can run at all (Triton importable)."""
+    return triton is not None
 
 
 def channels_last_of(t: Tensor) -> bool | None:
@@ -69,7 +70,7 @@ def _dense_in(t: Tensor, channels_last: bool) -> bool:
 def supported(x: Tensor, *others: Tensor, scale: Tensor | None = None) -> bool:
     """Whether the kernels apply: a GPU tensor (N, C, *spatial) of 1-3 spatial dims in a float type, every
     full-size operand of the same shape, dtype and memory format, and the scale one value per (n, c)."""
-    if not available() or not (x.is_cuda or _INTERPRETING):
+    if not available() or not (x.is_cuda or INTERPRETING):
         return False
     if scale is not None and (scale.dim() != x.dim() or scale.numel() != x.shape[0] * x.shape[1]):
         return False
