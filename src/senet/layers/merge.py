@@ -474,10 +474,6 @@ del _device
 # Eager CPU training with the BN folded in: the unit's tail as one autograd node.
 
 
-def _pack(t: Tensor) -> Tensor:
-    return t.detach()  # not t: a node saving its own output would then hold itself (a cycle gc cannot see)
-
-
 def _unpack(t: Tensor) -> Tensor:
     return t
 
@@ -497,7 +493,8 @@ class _UnitTail(torch.autograd.Function):
     (the moments' backward (dL/dmean_nc + 2 dL/dvar_nc (c - mean_nc)) / HW, all per (n, c)). The small
     graph keeps its tensors itself (saved-tensor hooks of its own): under checkpointing
     (`set_grad_checkpointing`) they are not the checkpoint's to drop and recompute in the backward pass's
-    nested graph task. It keeps c, the output (for the ReLU) and (N, C) vectors: what the plain unit keeps
+    nested graph task. The node saves them too (`save_for_backward`, the same storages), so that hooks
+    outside see all it keeps: c, the output (for the ReLU) and (N, C) vectors, what the plain unit keeps
     plus (N, C) vectors.
     """
 
@@ -509,19 +506,27 @@ class _UnitTail(torch.autograd.Function):
     ) -> Tensor:
         leaves = [None if t is None else t.detach().requires_grad_() for t in (*moments(c), weight, bias, *se_params)]
         var_nc, mean_nc, weight, bias, *se_params = leaves
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+        kept: list[Tensor] = []
+
+        def pack(t: Tensor) -> Tensor:  # detached: a node saving its own output would hold itself (a cycle)
+            kept.append(t.detach())
+            return kept[-1]
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
             alpha, beta, _ = batch_norm_affine(c, norm, (var_nc, mean_nc), (weight, bias))
             s = _gates(se, torch.addcmul(beta, mean_nc, alpha), scale, keep, dict(zip(names, se_params)))
         out = _merge_formula(c, alpha, beta, s, skip, relu)
         ctx.graph = alpha, beta, s, leaves
         ctx.relu = relu
-        ctx.save_for_backward(c, out if relu else None, var_nc.detach(), mean_nc.detach())
+        # What the small graph keeps is saved here too (the same storages): saved-tensor hooks outside the
+        # unit (`senet.bench.saved_storages`, offloading) see every tensor the unit keeps.
+        ctx.save_for_backward(c, out if relu else None, var_nc.detach(), mean_nc.detach(), *kept)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        c, out, var_nc, mean_nc = ctx.saved_tensors
+        c, out, var_nc, mean_nc = ctx.saved_tensors[:4]
         alpha, beta, s, leaves = ctx.graph
         g = torch.ops.aten.threshold_backward(grad_out, out, 0) if ctx.relu else grad_out
         sum_gc, sum_g = (t.flatten(1) for t in spatial_sums(g, c, mean_nc.shape + (1,) * (c.dim() - 2)))
