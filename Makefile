@@ -28,7 +28,7 @@ test-slow: $(VENV)/.dev
 
 # The Triton kernels of the SE merge on the CPU, under Triton's interpreter (installs Triton, ~200 MB).
 test-kernels: $(VENV)/.dev
-	$(BIN)/python -m pip install -q triton
+	$(PIP) triton
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -n $(JOBS) -m triton tests/test_triton_se.py
 
 demo: $(VENV)/.demo

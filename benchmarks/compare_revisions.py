@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from senet import allocator
+from senet.bench import environment, provenance_line, source_commit
 
 # The child: run one bench row with whichever harness the revision has (senet.bench, or the older
 # senet.analysis.benchmark), print its JSON.
@@ -89,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {index + 1} {row} {label}: ratio {result['ratio']:.3f}, {args.model} "
                       f"{result['model_ms']:.1f} ms, {args.baseline} {result['baseline_ms']:.1f} ms", flush=True)
 
+    # The machine's line, naming both revisions' commits; the child processes ran with --threads threads.
+    env = environment() | {"commit": f"old {source_commit(trees['old'])}, new {source_commit(trees['new'])}",
+                           "threads": args.threads}
     lines = [
+        provenance_line(env),
+        "",
         f"{args.model} vs {args.baseline}, batch {args.batch}, {args.threads} threads, {args.repeats} timed rounds "
         f"per process, {args.rounds} processes per revision and row, alternating (median [min, max] over them)",
         "",

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from senet.bench import environment, provenance_line
 from senet.data import AugmentedDataset, EvalTransform, TrainSampler, TrainTransform, make_loader, open_data
 
 
@@ -74,6 +75,7 @@ def main() -> None:
         count = min(args.images, len(train))
         keys = [(index, 0) for index in range(count)]
         mean_kb = np.mean([(train.root / train.files[i]).stat().st_size for i in range(count)]) / 1024
+        print(provenance_line(environment()))
         print(f"{count} JPEGs, mean {mean_kb:.0f} KB, first {Image.open(train.root / train.files[0]).size}; output {args.size}px")
         transform = TrainTransform(args.size, mode="RGB")
         drafted = AugmentedDataset(train, transform)

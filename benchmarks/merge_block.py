@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from senet.allocator import keep_freed_memory
+from senet.bench import environment, provenance_line
 from senet.layers import SEConfig, SEResidualUnit, set_se_impl
 
 
@@ -102,6 +103,7 @@ def main() -> None:
             if gpu:
                 torch.cuda.synchronize()
             times[key].append(time.perf_counter() - start)
+    print(provenance_line(environment(device=args.device)) + "\n")
     print(f"unit tail (BN + merge), training step, input {shape}, {args.device}"
           f"{', bf16 autocast, channels_last' if gpu else f', fp32, {args.threads} threads'}, "
           f"median of {args.repeats} after {args.warmup} warm-up steps\n")

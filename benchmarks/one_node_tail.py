@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 import senet
 from senet.allocator import keep_freed_memory
+from senet.bench import environment, provenance_line
 
 merge_module = importlib.import_module("senet.layers.merge")
 ORDERS = ("ABP", "PBA", "BAP", "PAB", "APB", "BPA")
@@ -72,6 +73,7 @@ def main() -> None:
     for index in range(args.rounds):
         for key in ORDERS[index % len(ORDERS)]:
             times[key].append(step(key))
+    print(provenance_line(environment()))
     for key, label in (("A", "SE-ResNet-50, one node"), ("B", "SE-ResNet-50, the op"), ("P", "ResNet-50")):
         print(f"{key} {label:24s} median {statistics.median(times[key]) * 1e3:7.1f} ms, min {min(times[key]) * 1e3:7.1f} ms")
     ratio = lambda a, b: [p / q for p, q in zip(times[a], times[b])]  # noqa: E731

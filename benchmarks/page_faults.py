@@ -89,6 +89,9 @@ def main() -> None:
             se, plain = result[MODELS[0]], result[MODELS[1]]
             ratios[setting] += [(a[2] + a[3]) / (b[2] + b[3]) for a, b in zip(se, plain)]
             print(f"process {index + 1} ({setting}) done", file=sys.stderr)
+    from senet.bench import environment, provenance_line  # (not in the children: they import torch themselves)
+
+    print(provenance_line(environment() | {"threads": args.threads}) + "\n")  # the children's threads
     print(f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads; medians over "
           f"{args.processes} processes x {args.steps} steps per setting and network\n")
     print("| malloc | network | faults, forward | faults, backward | ms, forward | ms, backward | SE/plain step (per-step pairs) |")

@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from senet.allocator import keep_freed_memory
-from senet.bench import BenchConfig, Subject
+from senet.bench import BenchConfig, Subject, environment, provenance_line
 
 # Kernel-name fragments (lower case) -> class, first match wins.
 CLASSES = (
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'compiled' if args.compile else 'eager'}, "
         f"{args.rounds} alternating rounds of {args.steps} profiled steps after {args.warmup} warm-up",
         "",
-        f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
+        provenance_line(environment(config)),
         "",
         f"wall ms per step (under the profiler): model {m_wall:.1f}, baseline {b_wall:.1f}, ratio {m_wall / b_wall:.3f}",
         f"without the profiler, ms to issue a step / to finish it: model {hosts['model'][0]:.1f} / "

@@ -15,7 +15,6 @@ alternately in one process.
 from __future__ import annotations
 
 import argparse
-import datetime
 import shlex
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from senet.allocator import keep_freed_memory
-from senet.bench import BenchConfig, BenchResult, format_result, markdown_table, run_bench
+from senet.bench import BenchConfig, BenchResult, format_result, markdown_table, provenance_line, run_bench
 
 PAIRS = (("se_resnet50", "resnet50"), ("se_resnext50_32x4d", "resnext50_32x4d"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -92,11 +91,8 @@ def settings_line(config: BenchConfig, threads: int) -> str:
 
 def render(results: list[BenchResult], command: str) -> str:
     lines = ["# SE overhead: time and memory against the plain network", ""]
-    env = results[0].environment
-    lines.append(
-        f"Measured {datetime.date.today().isoformat()} with torch {env['torch']} on {env['cpu']} "
-        f"({env['cpu_count']} cores)" + (f", GPU {env['gpu']}" if "gpu" in env else "") + "."
-    )
+    gpus = [r.environment["gpu"] for r in results if "gpu" in r.environment]
+    lines.append(provenance_line(results[0].environment | ({"gpu": gpus[0]} if gpus else {})))
     lines += ["", f"Command: `{command}`", ""]
     for device in dict.fromkeys(r.config.device for r in results):
         rows = [r for r in results if r.config.device == device]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from senet import create_model, plain_twin
 from senet.allocator import keep_freed_memory
+from senet.bench import environment, provenance_line
 from senet.engine.evaluate import autocast
 
 
@@ -57,6 +58,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    print(provenance_line(environment(device=device.type)))
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, amp {args.amp}, "
           f"channels_last {args.channels_last}")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format

@@ -5,14 +5,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from senet.bench import BenchConfig, cpu_peak_bytes, markdown_table, run_bench
+from senet.bench import BenchConfig, cpu_peak_bytes, markdown_table, run_bench, source_commit
 from senet.cli import main
 from senet.errors import ConfigError
 
@@ -32,15 +35,32 @@ def test_cpu_peak_bytes_sees_what_was_allocated():
 
 
 def test_train_bench_measures_both_models_and_memory():
-    result = run_bench(BenchConfig(baseline="resnet20", mode="train", **TINY))
-    assert [m.name for m in (result.model, result.baseline)] == ["se_resnet20", "resnet20"]
-    assert len(result.model.times) == len(result.baseline.times) == 2
-    assert result.ratio > 0 and result.ratio_of_minima > 0
+    start = time.perf_counter()
+    result = run_bench(BenchConfig(baseline="resnet20", mode="train", **(TINY | {"repeats": 3})))
+    elapsed = time.perf_counter() - start
+    model, baseline = result.model, result.baseline
+    assert [model.name, baseline.name] == ["se_resnet20", "resnet20"]
+    # One wall-clock and one CPU time per timed round for each subject, in seconds, all inside this call.
+    assert len(model.times) == len(baseline.times) == len(model.cpu_times) == len(baseline.cpu_times) == 3
+    assert 0 < sum(model.times) + sum(baseline.times) < elapsed
+    # The ratio is the median of the per-round ratios (the two timed back to back), not of the medians.
+    per_round = sorted(m / b for m, b in zip(model.times, baseline.times))
+    assert result.ratio == per_round[1]
+    assert result.cpu_ratio == sorted(m / b for m, b in zip(model.cpu_times, baseline.cpu_times))[1]
+    assert result.ratio_of_medians == pytest.approx(statistics.median(model.times) / statistics.median(baseline.times))
+    assert result.ratio_of_minima == pytest.approx(min(model.times) / min(baseline.times))
     # SE adds parameters (and their gradients and momentum) and pooled activations: more bytes, never fewer.
-    assert result.model.peak_bytes > result.baseline.peak_bytes > 0
-    assert result.model.saved_bytes > 0
+    assert model.peak_bytes > baseline.peak_bytes
+    # A step's peak holds the activations saved for its backward pass, and the weights besides.
+    assert model.peak_bytes > model.saved_bytes and baseline.peak_bytes > baseline.saved_bytes
+    # Twice the batch: twice the saved activations (less the per-channel BN statistics), a higher peak.
+    double = run_bench(BenchConfig(mode="train", **(TINY | {"batch": 4, "repeats": 1}))).model
+    assert 1.9 * model.saved_bytes < double.saved_bytes <= 2 * model.saved_bytes
+    assert double.peak_bytes > model.peak_bytes
     row = result.as_dict()
-    assert {"model_ms", "baseline_ms", "ratio", "model_peak_mb", "memory_ratio"} <= row.keys()
+    assert (row["model_ms"], row["baseline_ms"]) == (round(model.median_ms, 3), round(baseline.median_ms, 3))
+    assert (row["ratio"], row["ratio_of_minima"]) == (round(result.ratio, 4), round(result.ratio_of_minima, 4))
+    assert row["memory_ratio"] == round(model.peak_bytes / baseline.peak_bytes, 4)
     assert row["environment"]["threads"] == 1
 
 
@@ -55,11 +75,18 @@ def test_fused_against_naive_on_one_network():
 
 
 def test_cli_json(capsys):
-    assert main(["bench", "--model", "se_resnet20", "--input", "16", "--batch", "2", "--repeats", "2",
+    assert main(["bench", "--model", "se_resnet20", "--input", "16", "--batch", "2", "--repeats", "3",
                  "--warmup", "1", "--threads", "1", "--channels-last", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["model"] == "se_resnet20" and row["baseline"] == "resnet20" and row["mode"] == "infer"
-    assert row["model_ms"] > 0 and row["baseline_ms"] > 0 and row["ratio"] > 0
+    # The summary figures come from the per-round times the row carries, one per requested round.
+    model, baseline = (m["times_ms"] for m in row["measurements"])
+    assert len(model) == len(baseline) == 3
+    assert (row["model_ms"], row["baseline_ms"]) == (statistics.median(model), statistics.median(baseline))
+    # (times rounded to 1 us, the ratio to 4 digits: equal within what the rounding moves)
+    per_round = statistics.median(m / b for m, b in zip(model, baseline))
+    assert row["ratio"] == pytest.approx(per_round, rel=1e-3 / min(model + baseline) + 1e-4)
+    assert row["environment"]["commit"] == source_commit()  # the table names the code that produced it
     assert row["config"]["channels_last"] and row["model_peak_mb"] is None  # memory: training only
 
 
@@ -139,14 +166,38 @@ def test_standard_table_script(tmp_path: Path):
     assert "| se_resnet20 | resnet20 | train | eager |" in text
     assert "| se_resnet20 (fused) | se_resnet20 (naive) | train | eager |" in text
     assert "Command: `python benchmarks/se_overhead.py --pairs se_resnet20:resnet20" in text
+    assert f" at commit {source_commit()} on " in text and ", 1 torch threads), torch " in text
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_source_commit_names_the_commit_and_uncommitted_source(tmp_path: Path):
+    assert source_commit(tmp_path).startswith("unknown")  # no src/senet here
+    (tmp_path / "src" / "senet").mkdir(parents=True)
+    module = tmp_path / "src" / "senet" / "m.py"
+    module.write_text("x = 1\n")
+    assert source_commit(tmp_path).startswith("unknown")  # not a git checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.md").write_text("outside src/")
+    assert source_commit(tmp_path) == head
+    module.write_text("x = 2\n")
+    assert source_commit(tmp_path) == head + "-dirty"
 
 
 @pytest.mark.gpu
 def test_cuda_bench_bf16_channels_last():
     result = run_bench(BenchConfig(model="se_resnet50", baseline="resnet50", mode="train", batch=8, input_size=64,
-                                   device="cuda", amp=True, channels_last=True, repeats=2, warmup=1))
-    assert result.model.peak_bytes > 0 and result.ratio > 0
-    assert "gpu" in result.environment
+                                   device="cuda", amp=True, channels_last=True, repeats=3, warmup=1))
+    model, baseline = result.model, result.baseline
+    assert len(model.times) == len(baseline.times) == 3
+    assert result.ratio == sorted(m / b for m, b in zip(model.times, baseline.times))[1]
+    # SE adds parameters (and their gradients and momentum) and pooled activations: more bytes, never fewer;
+    # a step's peak holds the activations saved for its backward pass.
+    assert model.peak_bytes > baseline.peak_bytes
+    assert model.peak_bytes > model.saved_bytes and baseline.peak_bytes > baseline.saved_bytes
+    assert result.environment["gpu"] == torch.cuda.get_device_name()
 
 
 def test_bench_leaves_no_tensors_behind():

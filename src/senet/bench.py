@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import gc
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -378,9 +381,13 @@ def _no_profiler_chatter() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def environment(config: BenchConfig) -> dict[str, Any]:
-    """The machine and software a measurement ran on."""
+def environment(config: BenchConfig | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    """The date, source revision, machine and software a measurement ran on (`config.device`, else
+    `device`): what every measured table states (`provenance_line`)."""
+    device = config.device if config is not None else device
     env: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "commit": source_commit(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": _cpu_name(),
@@ -388,9 +395,37 @@ def environment(config: BenchConfig) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "malloc": allocator.describe(),
     }
-    if config.device == "cuda":
+    if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     return env
+
+
+def source_commit(tree: str | os.PathLike[str] | None = None) -> str:
+    """The short git commit of a senet source tree (default: the one this module was imported from),
+    with `-dirty` when src/ has uncommitted changes; "unknown" outside a git checkout."""
+    root = Path(tree) if tree is not None else Path(__file__).resolve().parents[2]
+    if not (root / "src" / "senet").is_dir():
+        return "unknown (not a source checkout)"
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "src")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance_line(env: dict[str, Any]) -> str:
+    """One line naming what produced a measured table: date, commit, machine, torch (from `environment`)."""
+    gpu = f", GPU {env['gpu']}" if env.get("gpu") else ""
+    return (
+        f"Measured {env['date']} at commit {env['commit']} on {env['cpu']} ({env['cpu_count']} cores, "
+        f"{env['threads']} torch threads){gpu}, torch {env['torch']}."
+    )
 
 
 def _cpu_name() -> str:

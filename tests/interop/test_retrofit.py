@@ -288,7 +288,10 @@ def test_report_and_complexity_agree() -> None:
     stats = senet.complexity(model, (3, 32, 32))
     assert stats.se_blocks == report.blocks == 3
     assert stats.se_params == report.params_added == stats.params - plain_params
-    assert stats.se_macs > 0
+    # SE's MACs are all the twin adds to the plain count: per block the squeeze and the scale (C*H*W each)
+    # and the two FCs (C*C/4 each): 2 * (2*32*8*8 + 2*32*8) + (2*64*4*4 + 2*64*16) = 13312 at 32 px.
+    assert stats.macs - stats.se_macs == senet.complexity(TorchvisionStyleResNet(), (3, 32, 32)).macs
+    assert stats.se_macs == 13312
     assert buffer.getvalue().startswith(f"add_se: 3 SE blocks in TorchvisionStyleResNet, +{report.params_added:,d} params")
     assert "layer2.0.se  layer2.0 (Bottleneck)" in str(report)
 
