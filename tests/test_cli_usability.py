@@ -198,6 +198,62 @@ def test_same_flag_names_everywhere_version_and_defaults_in_help(capsys):
     assert "images per step (default: 128)" in help_text and "autocast precision (default: none)" in help_text
 
 
+def _help(parser, command: str, dest: str) -> str:
+    return next(a.help for a in parser.get_default("_parsers")[command]._actions if a.dest == dest)
+
+
+def test_help_names_the_choices_their_modules_define(monkeypatch):
+    """The help of --data, --recipe, the ablate study and the export suffixes is built from the constants
+    of the modules that own them: a new data kind, recipe, study or suffix shows up without editing the CLI."""
+    import dataclasses
+
+    import senet.analysis.ablation as ablation
+    import senet.data.spec as spec
+    import senet.engine.recipes as recipes
+    import senet.interop.export as export
+
+    shipped = recipes.list_recipes()
+    assert {"paper-imagenet", "paper-cifar", "paper-mobile", "demo"} <= set(shipped)
+    monkeypatch.setattr(spec, "KINDS", (*spec.KINDS, "imagenet21k"))
+    monkeypatch.setattr(recipes, "list_recipes", lambda: [*shipped, "my-recipe"])
+    monkeypatch.setitem(ablation.STUDIES, "width", dataclasses.replace(ablation.STUDIES["gate"], name="width", table="Table 17"))
+    monkeypatch.setitem(export.SUFFIXES, ".onnxproto", "onnx")
+    parser = build_parser()
+    for command in ("train", "ablate"):
+        assert _help(parser, command, "data").split(" | ") == [spec.data_form(kind) for kind in spec.KINDS]
+        assert _help(parser, command, "data").endswith("cifar100:PATH | imagenet21k:PATH")
+        assert _help(parser, command, "recipe").startswith(" | ".join([*shipped, "my-recipe", "FILE.yaml"]) + " (default")
+    study = _help(parser, "ablate", "study")
+    assert study.startswith(" | ".join([*ablation.STUDIES, ablation.GRID]) + " (Tables 10-17;")
+    assert "width | grid" in study
+    assert _help(parser, "export", "output") == "file to write (.onnx, .pt, .ts, .pt2, .onnxproto)"
+
+
+def test_export_takes_the_format_from_the_suffix_export_defines(tmp_path, monkeypatch, capsys):
+    import senet.interop.export as export
+
+    formats = []
+
+    def fake_export(model, output, *, format, **kwargs):
+        formats.append(format)
+        return type("Result", (), {"notes": [], "summary": lambda self: "ok"})()
+
+    monkeypatch.setattr(export, "export_model", fake_export)
+    for suffix in export.SUFFIXES:
+        assert main(["export", "--model", "resnet20", "--output", str(tmp_path / f"m{suffix}")]) == 0
+    assert formats == list(export.SUFFIXES.values()) and formats[list(export.SUFFIXES).index(".ts")] == "torchscript"
+    assert main(["export", "--model", "resnet20", "--output", str(tmp_path / "m.bin")]) == 2
+    assert capsys.readouterr().err.endswith("pass --format onnx, torchscript or exported-program\n")
+
+
+def test_ablate_without_a_study_names_every_study(capsys):
+    import senet.analysis.ablation as ablation
+
+    assert main(["ablate"]) == 2
+    names = [*ablation.STUDIES, ablation.GRID]
+    assert f"name a study: {', '.join(names[:-1])} or {names[-1]} (with --grid)" in capsys.readouterr().err
+
+
 # -- Progress and results a script can read -----------------------------------------------------------
 
 

@@ -83,6 +83,12 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def or_list(names: Sequence[str]) -> str:
+    """'a, b or c': a help or error text naming each of `names` (a constant of the module that owns them)."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 # Flags that several commands share, spelled the same everywhere (`aliases`: older spellings kept working).
 
 
@@ -437,12 +443,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    from senet.data.spec import KINDS, data_form
     from senet.engine.config import OPTIMIZERS, SCHEDULES
+    from senet.engine.recipes import list_recipes
 
     p.add_argument("--model", help="registered model name (`senet models` lists them); default: the recipe's")
-    p.add_argument("--data", help="digits | synthetic[:classes=N,train=N,val=N,size=N] | folder:PATH | cifar10:PATH | cifar100:PATH")
-    p.add_argument("--recipe", help="paper-imagenet | paper-cifar | paper-mobile | demo | FILE.yaml "
-                   "(default: paper-cifar for CIFAR, demo for digits, else paper-imagenet at the model's own input size)")
+    p.add_argument("--data", help=" | ".join(map(data_form, KINDS)))
+    p.add_argument("--recipe", help=" | ".join([*list_recipes(), "FILE.yaml"]) + " (default: paper-cifar for CIFAR, "
+                   "demo for digits, else paper-imagenet at the model's own input size)")
     p.add_argument("--epochs", type=positive_int, help="default: the recipe's")
     add_batch_size_arg(p, help="images per process per step, before accumulation (default: the recipe's)")
     p.add_argument("--lr", type=float, help="learning rate for the global batch as given (no linear scaling)")
@@ -562,18 +570,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed or bad else 0
 
 
-EXPORT_SUFFIXES = {".onnx": "onnx", ".pt2": "exported-program", ".pt": "torchscript", ".ts": "torchscript"}
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from senet.interop.export import export_model
+    from senet.interop.export import FORMATS, SUFFIXES, export_model
     from senet.interop.load import load_model
 
-    export_format = args.format or EXPORT_SUFFIXES.get(Path(args.output).suffix)
+    export_format = args.format or SUFFIXES.get(Path(args.output).suffix)
     if export_format is None:
-        raise SenetError(f"cannot tell the format from {args.output}; pass --format onnx, torchscript or exported-program")
+        raise SenetError(f"cannot tell the format from {args.output}; pass --format {or_list(FORMATS)}")
     if args.checkpoint:
         model = load_model(args.checkpoint, source=args.source)
     else:
@@ -611,9 +616,11 @@ def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int
 
 def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """The parsers of convert, predict and export."""
-    from senet.interop.export import FORMATS
+    from senet.interop.export import FORMATS, SUFFIXES
+    from senet.interop.sources import SOURCES
 
-    sources = "auto (from the key names; default), timm-legacy, timm, torchvision, senet.pytorch or senet"
+    sources = f"auto (from the key names; default), {or_list([*SOURCES, 'senet'])}"
+    suffixes = ", ".join(SUFFIXES)
 
     def add_weights_args(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--source", default="auto", help=f"the library that wrote {what}: {sources}")
@@ -642,9 +649,8 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="any checkpoint `senet convert` reads")
     which.add_argument("--model", help="a registered model with fresh weights (e.g. to time a deployment)")
-    p.add_argument("--format", choices=FORMATS,
-                   help="default: from the --output suffix (.onnx, .pt, .pt2)")
-    p.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
+    p.add_argument("--format", choices=FORMATS, help=f"default: from the --output suffix ({suffixes})")
+    p.add_argument("--output", required=True, help=f"file to write ({suffixes})")
     p.add_argument("--opset", type=positive_int, help="ONNX opset version (default: the exporter's)")
     add_input_size_arg(p, help="input side in pixels (default: the checkpoint's or model's)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension (default: dynamic)")
@@ -660,13 +666,13 @@ def add_interop_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespa
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from senet.analysis.ablation import GRID, ablate, check_study, list_commands
+    from senet.analysis.ablation import GRID, STUDIES, ablate, check_study, list_commands
 
     if args.resume:
         raise SenetError("senet ablate resumes interrupted runs by itself: drop --resume and repeat the command")
     studies = [name.strip() for name in (args.study or (GRID if args.grid else "")).split(",") if name.strip()]
     if not studies:
-        raise SenetError("name a study: reduction, squeeze, gate, stages, position, 3x3, nosqueeze or grid (with --grid)")
+        raise SenetError(f"name a study: {or_list([*STUDIES, GRID])} (with --grid)")
     for name in studies:
         check_study(name)
     if args.grid and GRID not in studies:
@@ -698,8 +704,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def add_ablate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", nargs="?", help="reduction | squeeze | gate | stages | position | 3x3 | nosqueeze | grid "
-                   "(Tables 10-16; several joined by commas share their identical runs, e.g. reduction,gate)")
+    from senet.analysis.ablation import GRID, STUDIES
+
+    tables = [study.table.removeprefix("Table ") for study in STUDIES.values()]
+    p.add_argument("study", nargs="?", help=" | ".join([*STUDIES, GRID]) + f" (Tables {tables[0]}-{tables[-1]}; "
+                   "several joined by commas share their identical runs, e.g. reduction,gate)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per variant: --seed, --seed + 1, ... (default: 1)")
     p.add_argument("--jobs", type=int, help="runs trained at once, the cores shared out between them (default: 1)")
     p.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", help="the custom study: every combination of "

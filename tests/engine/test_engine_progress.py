@@ -1,10 +1,14 @@
-"""The loop reads its loss and accuracy from the device at log intervals, not every step, and logs the
-same values as a step-by-step reference computation."""
+"""The loop reads its loss and accuracy from the device at log intervals, not every step, and evaluation once
+after its last batch; both report the same values as a step-by-step reference computation."""
 
 import torch
+import torch.nn.functional as F
 from training_fixtures import tiny_config
 
+from senet.data.loader import Batch, Normalize
+from senet.engine.evaluate import evaluate
 from senet.engine.train import Trainer, train
+from senet.models import create_model
 
 READS = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__")
 
@@ -33,7 +37,39 @@ def test_device_reads_do_not_grow_with_the_steps(tmp_path, monkeypatch):
         monkeypatch.undo()
         assert result.final["step"] == train_images // 8
         totals.append(dict(counts))
-    assert totals[1] == totals[2], str(totals)  # per epoch and per evaluation batch, never per training step
+    assert totals[1] == totals[2], str(totals)  # per epoch, never per training step
+
+
+def test_evaluate_reads_the_device_once_and_matches_per_batch_sums(monkeypatch):
+    """evaluate keeps its sums on the device; its numbers equal those of reading every batch (a float64 sum of
+    each batch's float32 summed loss, integer hit counts), for batches of any size, empty ones skipped."""
+    torch.manual_seed(0)
+    model = create_model("se_resnet20", num_classes=10)
+    generator = torch.Generator().manual_seed(1)
+    batches = [Batch(torch.randint(0, 256, (n, 3, 16, 16), generator=generator, dtype=torch.uint8),
+                     torch.randint(0, 10, (n,), generator=generator), []) for n in (7, 16, 5, 4, 4, 4)]
+    empty = Batch(torch.empty((0, 0, 0, 0), dtype=torch.uint8), torch.empty((0,), dtype=torch.int64), [])
+    normalize = Normalize((0.5,) * 3, (0.25,) * 3)
+    reads = []
+    for some in (batches[:2], [batches[0], empty, *batches[1:]]):
+        counts = count_device_reads(monkeypatch)
+        model.train()
+        result = evaluate(model, some, normalize)
+        monkeypatch.undo()
+        reads.append(dict(counts))
+        assert model.training  # left as it was
+    assert reads[0] == reads[1], str(reads)  # not one more for 5 more batches
+    model.eval()
+    loss_sum, top1, top5, images = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for batch in batches:
+            logits = model(normalize(batch.images))
+            loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
+            hits = logits.topk(5, dim=1).indices == batch.labels[:, None]
+            top1, top5, images = top1 + int(hits[:, 0].sum()), top5 + int(hits.any(1).sum()), images + len(batch.labels)
+    assert images == 40 and isinstance(result.images, int)
+    assert (result.loss, result.top1_err, result.top5_err, result.images) == (
+        loss_sum / images, 100.0 * (1 - top1 / images), 100.0 * (1 - top5 / images), images)
 
 
 class RecordingTrainer(Trainer):

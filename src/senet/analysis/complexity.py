@@ -18,9 +18,9 @@ from torch import nn
 
 from senet.errors import ConfigError
 from senet.layers import SqueezeExcitation, se_impl
-from senet.layers.nd import BATCHNORMS
+from senet.layers.nd import BATCHNORMS, CONVS
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CONVS = (*CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 @dataclass

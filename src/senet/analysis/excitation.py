@@ -156,19 +156,20 @@ def collect_excitations(
     saturation counts every position).
     """
     chosen = select_blocks(model, blocks, what=type(model).__name__)
+    # Every sum stays on the model's device until the last batch (reading one waits for the device).
     sums: dict[str, Tensor] = {}
     squares: dict[str, Tensor] = {}
-    saturated = {name: torch.zeros(3, dtype=torch.float64) for name in chosen}  # (above, below, values)
-    counts = torch.zeros(num_classes, dtype=torch.float64)
+    saturated: dict[str, Tensor] = {}  # int64 (above, below)
+    values_seen = dict.fromkeys(chosen, 0)
+    counts: Tensor | None = None
     captured: dict[str, Tensor] = {}
 
     def hook(name: str):
         def capture(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            captured[name] = excitation_values(output).double().cpu()  # (N, C)
-            saturated[name] += torch.tensor(
-                [float((output > SATURATION_HIGH).sum()), float((output < SATURATION_LOW).sum()), float(output.numel())],
-                dtype=torch.float64,
-            )
+            captured[name] = excitation_values(output).double()  # (N, C)
+            outside = torch.stack([(output > SATURATION_HIGH).sum(), (output < SATURATION_LOW).sum()])
+            saturated[name] = saturated[name] + outside if name in saturated else outside
+            values_seen[name] += output.numel()
 
         return capture
 
@@ -185,27 +186,30 @@ def collect_excitations(
             captured.clear()
             with se_impl(model, "naive"):  # the formula as written: s on (N, C, 1, 1), x * s
                 model(images)
-            labels_cpu = labels.cpu()
             for name, values in captured.items():
+                labels = labels.to(values.device)
                 if name not in sums:
-                    sums[name] = torch.zeros(num_classes, values.shape[1], dtype=torch.float64)
+                    sums[name] = values.new_zeros(num_classes, values.shape[1])
                     squares[name] = torch.zeros_like(sums[name])
-                sums[name].index_add_(0, labels_cpu, values)
-                squares[name].index_add_(0, labels_cpu, values.square())
-            counts += torch.bincount(labels_cpu, minlength=num_classes).double()
+                sums[name].index_add_(0, labels, values)
+                squares[name].index_add_(0, labels, values.square())
+            batch_counts = torch.bincount(labels, minlength=num_classes)
+            counts = batch_counts if counts is None else counts + batch_counts
             seen += len(labels)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    counts = (counts.cpu() if counts is not None else torch.zeros(num_classes, dtype=torch.int64)).double()
     per_class, per_class_std, shares = {}, {}, {}
     for name in chosen:
         if name not in sums:
             continue
-        mean = sums[name] / counts.clamp_min(1)[:, None]
-        variance = (squares[name] / counts.clamp_min(1)[:, None] - mean.square()).clamp_min(0)
+        mean = sums[name].cpu() / counts.clamp_min(1)[:, None]
+        variance = (squares[name].cpu() / counts.clamp_min(1)[:, None] - mean.square()).clamp_min(0)
         per_class[name], per_class_std[name] = mean.float(), variance.sqrt().float()
-        above, below, total = saturated[name].tolist()
+        above, below = saturated[name].tolist()
+        total = float(values_seen[name])
         shares[name] = (above / max(total, 1.0), below / max(total, 1.0))
     return ExcitationStats(per_class, counts.long(), classes or [str(i) for i in range(num_classes)], per_class_std, shares)
 

@@ -101,12 +101,13 @@ def cumulative_groups(names: Sequence[str]) -> dict[str, list[str]]:
 
 
 def record_excitation_sums(blocks: dict[str, SqueezeExcitation]) -> tuple[dict[str, list[Tensor]], list[Any]]:
-    """Hooks recording each block's s summed over each batch, (C,) a batch, while the network runs: (records, handles)."""
+    """Hooks recording each block's s summed over each batch, (C,) a batch, while the network runs: (records, handles).
+    The records stay on the device (reading one waits for it): `torch.stack(records[name]).cpu()` after the run."""
     records: dict[str, list[Tensor]] = {name: [] for name in blocks}
 
     def hook(name: str):
         def record(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            records[name].append(excitation_values(output).double().sum(0).cpu())  # summed over the batch
+            records[name].append(excitation_values(output).double().sum(0))  # summed over the batch
 
         return record
 
@@ -153,7 +154,7 @@ def se_drop_study(
     finally:
         for handle in handles:
             handle.remove()
-    means = {name: torch.stack(records[name]).sum(0) / intact["images"] for name in records}
+    means = {name: torch.stack(records[name]).cpu().sum(0) / intact["images"] for name in records}
     rows = [DropRow("none", "nothing (intact)", [], intact["top1_err"], intact["top5_err"], intact["loss"], 0.0, 0.0, 0, 0.0)]
     for kind, label, names in groups:
         values = {blocks[name]: (1.0 if replace == "one" else means[name].float()) for name in names}

@@ -21,6 +21,16 @@ KINDS = ("digits", "synthetic", "folder", "cifar10", "cifar100")
 SYNTHETIC_OPTIONS = {"classes": 10, "train": 1024, "val": 256, "size": None, "channels": 3, "seed": 0}
 
 
+def data_form(kind: str) -> str:
+    """How `--data` of `kind` is written, as `parse_data_spec` reads it: digits, synthetic[:classes=N,...],
+    KIND:PATH (the CLI's help and the errors list these)."""
+    if kind == "digits":
+        return kind
+    if kind == "synthetic":
+        return "synthetic[:" + ",".join(f"{key}=N" for key in SYNTHETIC_OPTIONS) + "]"
+    return f"{kind}:PATH"
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """A parsed `--data` value."""
@@ -59,8 +69,8 @@ def parse_data_spec(text: str) -> DataSpec:
     kind, _, rest = str(text).partition(":")
     if kind not in KINDS:
         raise ConfigError(
-            f"unknown data {text!r}{did_you_mean(kind, KINDS)}; use digits, synthetic[:classes=N,...], "
-            "folder:PATH, cifar10:PATH or cifar100:PATH"
+            f"unknown data {text!r}{did_you_mean(kind, KINDS)}; use {', '.join(map(data_form, KINDS[:-1]))} "
+            f"or {data_form(KINDS[-1])}"
         )
     if kind == "digits":
         if rest:

@@ -68,11 +68,12 @@ def device_batches(
         yield normalize(batch.images), batch.labels.to(normalize.device, non_blocking=True)
 
 
-def topk_correct(logits: Tensor, labels: Tensor, k: int) -> tuple[int, int]:
-    """(top-1 correct, top-k correct) counts of a batch."""
+def topk_correct(logits: Tensor, labels: Tensor, k: int) -> Tensor:
+    """(top-1 correct, top-k correct) counts of a batch, an int64 tensor (2,) on the logits' device (not read
+    from it: reading waits for the device)."""
     top = logits.topk(min(k, logits.shape[1]), dim=1).indices
     hits = top == labels[:, None]
-    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
+    return torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
 
 
 @torch.no_grad()
@@ -87,25 +88,32 @@ def evaluate(
     """Single-crop top-1 / top-5 error and loss of `model` over `loader`, summed over all processes."""
     was_training = model.training
     model.eval()
-    loss_sum, top1, top5, images, bad = 0.0, 0, 0, 0, [0]
+    # The sums stay on the device and are read once, after the last batch (a read waits for the device):
+    # each batch's summed loss (float32) added in float64 as it comes, and the correct counts as int64.
+    device = normalize.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros(2, dtype=torch.int64, device=device)
+    images, bad = 0, [0]
     start = time.perf_counter()
     try:
         for inputs, labels in device_batches(loader, normalize, skip_bad_images=skip_bad_images, bad=bad):
-            with autocast(normalize.device, amp):
+            with autocast(device, amp):
                 logits = model(inputs)
-            loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-            correct1, correct5 = topk_correct(logits, labels, 5)
-            top1, top5, images = top1 + correct1, top5 + correct5, images + len(labels)
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            correct += topk_correct(logits, labels, 5)
+            images += len(labels)
+        top1, top5 = correct.tolist()
+        loss = loss_sum.item()
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    loss_sum, top1, top5, images, bad_count = all_reduce_sum([loss_sum, top1, top5, images, bad[0]], normalize.device)
+    loss, top1, top5, images, bad_count = all_reduce_sum([loss, top1, top5, images, bad[0]], device)
     if images == 0:
         raise SenetError("the validation split has no readable images")
     return EvalResult(
         top1_err=100.0 * (1 - top1 / images),
         top5_err=100.0 * (1 - top5 / images),
-        loss=loss_sum / images,
+        loss=loss / images,
         images=int(images),
         seconds=seconds,
         bad_images=int(bad_count),

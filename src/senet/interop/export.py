@@ -35,7 +35,8 @@ from senet.errors import ConfigError, SenetError, check_choice
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 RUNTIMES = ("torch", "onnxruntime")  # what `senet bench --runtime` times an exported model in
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+# The format an output file's suffix implies, where `senet export` is not given one (.ts: TorchScript too).
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported-program"}
 EXTRA_HINT = "pip install 'senet[export]'"
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; anything else is a custom op
 ONNX_SIZE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: larger weights go to a .data file

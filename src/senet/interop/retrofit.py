@@ -35,6 +35,7 @@ from torch import fx, nn
 
 from senet.errors import ConfigError, did_you_mean
 from senet.layers import SEConfig, SEResidualUnit, SqueezeExcitation
+from senet.layers.nd import CONV_DIMS, NORM_DIMS
 from senet.models.base import init_weights_he
 from senet.models.blocks import InceptionModule
 from senet.models.cifar import CIFAR_SE_DEFAULTS, CifarResNet
@@ -44,9 +45,6 @@ from senet.models.shufflenet import ShuffleUnit
 
 __all__ = ["SEReport", "SESite", "add_se"]
 
-_CONVS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_NORMS = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3, nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2,
-          nn.InstanceNorm3d: 3}
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                 nn.Hardswish, nn.Mish, nn.Tanh)
 _ADDS = (operator.add, operator.iadd, torch.add)
@@ -325,10 +323,10 @@ def _block_end(children: list[nn.Module], i: int, nested: bool = True) -> int | 
         return None
     if nested and _is_conv_block(children[i]):
         return i
-    if type(children[i]) not in _CONVS:
+    if type(children[i]) not in CONV_DIMS:
         return None
     j = i + 1
-    if j < len(children) and type(children[j]) in _NORMS:
+    if j < len(children) and type(children[j]) in NORM_DIMS:
         j += 1
     if j < len(children) and isinstance(children[j], _ACTIVATIONS):
         return j
@@ -336,18 +334,18 @@ def _block_end(children: list[nn.Module], i: int, nested: bool = True) -> int | 
 
 
 def _first_conv(module: nn.Module) -> nn.Module | None:
-    return next((m for m in module.modules() if type(m) in _CONVS), None)
+    return next((m for m in module.modules() if type(m) in CONV_DIMS), None)
 
 
 def _width(module: nn.Module, last: bool = True) -> tuple[int, int] | None:
     """(channels, spatial dims) at the output (`last`) or input of a conv/norm or a module holding them."""
-    parts = [m for m in module.modules() if type(m) in _CONVS or type(m) in _NORMS]
+    parts = [m for m in module.modules() if type(m) in CONV_DIMS or type(m) in NORM_DIMS]
     if not parts:
         return None
     m = parts[-1] if last else parts[0]
-    if type(m) in _CONVS:
-        return (m.out_channels if last else m.in_channels), _CONVS[type(m)]
-    return m.num_features, _NORMS[type(m)]
+    if type(m) in CONV_DIMS:
+        return (m.out_channels if last else m.in_channels), CONV_DIMS[type(m)]
+    return m.num_features, NORM_DIMS[type(m)]
 
 
 def _width_of(modules: dict[str, nn.Module], node: fx.Node) -> tuple[int, int] | None:
@@ -500,7 +498,7 @@ def _pointwise(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
         module = modules[node.target]
         parameter_free = not any(True for _ in module.parameters())
         if isinstance(module, _ACTIVATIONS) or (parameter_free and not any(True for _ in module.children())
-                                                 and type(module) not in _CONVS):
+                                                 and type(module) not in CONV_DIMS):
             return node.all_input_nodes[0]
         return None
     if (node.op == "call_function" and node.target in _POINTWISE) or (
@@ -634,7 +632,7 @@ class _SenetResidual(_Site):
         unit = self.unit
         # Bottlenecks put SE-3x3 after conv2 and end in conv3; basic blocks after conv1, ending in conv2.
         mid, last = (unit.conv2, unit.conv3) if hasattr(unit, "conv3") else (unit.conv1, unit.conv2)
-        dims = _CONVS[type(unit.conv1)]
+        dims = CONV_DIMS[type(unit.conv1)]
         unit.init_se(config, in_channels=unit.conv1.in_channels, mid_channels=mid.out_channels,
                      out_channels=last.out_channels, dims=dims)
         unit.se = build(unit.se.channels, dims, unit)
@@ -743,15 +741,15 @@ class _FxUnit(_Site):
         branch = _ancestors(merge.residual) - _ancestors(merge.shortcut)
         for node in self.graph.nodes:
             module = self.modules.get(node.target) if node.op == "call_module" else None
-            if node in branch and type(module) in _CONVS and max(module.kernel_size) > 1:
+            if node in branch and type(module) in CONV_DIMS and max(module.kernel_size) > 1:
                 end = node
                 while len(end.users) == 1:
                     user = next(iter(end.users))
-                    is_norm = user.op == "call_module" and type(self.modules[user.target]) in _NORMS
+                    is_norm = user.op == "call_module" and type(self.modules[user.target]) in NORM_DIMS
                     if user not in branch or not (is_norm or _pointwise(user, self.modules) is end):
                         break
                     end = user
-                return end, (module.out_channels, _CONVS[type(module)])
+                return end, (module.out_channels, CONV_DIMS[type(module)])
         raise ConfigError(
             f"position='3x3' needs a spatial (k > 1) convolution on the residual branch of {self.label}, "
             "and it has none"
