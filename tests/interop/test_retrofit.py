@@ -224,6 +224,60 @@ def test_generic_unit_found_by_fx() -> None:
         senet.add_se(nn.Sequential(TrainingDependent(), nn.Flatten()))
 
 
+class CifarBlock(nn.Module):
+    """pytorch-cifar100's BasicBlock: relu(residual_function(x) + shortcut(x)), both one call, the shortcut
+    an empty Sequential, a projection, or `x.clone()`: the two operands have equally many ancestors."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, clone: bool = False) -> None:
+        super().__init__()
+        self.residual_function = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.clone = clone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x.clone() if self.clone else self.shortcut(x)
+        return nn.functional.relu(self.residual_function(x) + shortcut)
+
+
+@pytest.mark.parametrize("position", ["standard", "identity"])
+def test_units_whose_two_terms_are_one_call_each(position: str) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), CifarBlock(8, 8),
+                          CifarBlock(8, 16, 2), CifarBlock(16, 16, clone=True))
+    senet.add_se(model, reduction=4, position=position)
+    assert [(s.name, s.channels) for s in model.se_report.sites] == [("3.se", 8), ("4.se", 16), ("5.se", 16)]
+    _randomise(model)
+    for unit, x in ((model[4], torch.randn(2, 8, 8, 8)), (model[5], torch.randn(2, 16, 4, 4))):
+        branch, shortcut = unit.residual_function(x), unit.shortcut(x)
+        if position == "standard":
+            branch = unit.se(branch)
+        else:
+            shortcut = unit.se(shortcut)
+        with torch.no_grad():
+            torch.testing.assert_close(unit(x), torch.relu(branch + shortcut))
+
+
+def test_a_failed_add_se_leaves_the_model_as_it_was() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 32, 3), Bottleneck(32, 8), InvertedResidual(32, 32, 1, 2))
+    keys, types = list(model.state_dict()), [type(m) for m in model.modules()]
+    with pytest.raises(senet.ConfigError, match="position='3x3' needs a spatial"):
+        senet.add_se(model, position="3x3", reduction=4)  # the Bottleneck takes it, the next unit cannot
+    assert list(model.state_dict()) == keys and [type(m) for m in model.modules()] == types
+    assert not hasattr(model[1], "se") and not hasattr(model, "se_report")
+    x = torch.randn(1, 3, 8, 8)
+    assert model(x).shape == (1, 32, 6, 6)
+
+
+def test_plain_cnn_stages_count_from_1_as_vgg() -> None:
+    model = senet.add_se(_plain_cnn(), stages=(2,), input_size=(3, 16, 16), reduction=4)
+    assert [s.name for s in model.se_report.sites] == ["se5"]  # the second conv block: 1/2 of the input side
+    with pytest.raises(senet.ConfigError, match=r"its units are in stages \[1, 2\]"):
+        senet.add_se(_plain_cnn(), stages=(0,), input_size=(3, 16, 16))
+
+
 def _plain_cnn() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -265,6 +319,11 @@ def test_where_names_the_modules() -> None:
     [
         (lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU()), {}, "found nowhere to put SE in Sequential"),
         (_plain_cnn, {"where": ["feature.3"]}, "where: no module named 'feature.3'"),
+        (lambda: senet.create_model("resnet20"), {"where": ["layer1.0", "layer1.0"]},
+         "where: 'layer1.0' is named twice"),
+        (lambda: senet.create_model("resnet20"), {"where": ["layer1", "layer1.0"]},
+         "where: 'layer1.0' is inside 'layer1', also named"),
+        (_plain_cnn, {"where": "3"}, r"where: a list of module names, e.g. where=\['3'\]"),
         (_plain_cnn, {"where": ["3"], "position": "pre"}, "position='pre' is a point inside a residual unit"),
         (_plain_cnn, {"stages": (9,)}, r"stages \[9\] do not exist"),
         (lambda: senet.create_model("se_resnet20"), {}, "already has an SE block"),

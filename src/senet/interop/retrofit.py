@@ -133,10 +133,12 @@ def add_se(
     squeeze, sigmoid gate, ReLU, FC biases, floor(C / r)). `position` is the Fig. 5 integration point in
     residual units (standard, pre, post, identity, 3x3). `stages` keeps the units of those stages only:
     a senet model's own `se_stages` numbering, else s where the unit's output is at 1/2^s of the input
-    resolution (ResNet's conv2_x .. conv5_x = 2 .. 5; found by one forward pass of a zero input of
-    `input_size`, default the model's `default_input_size` or (3, 224, 224)). `where` names the modules
-    instead: a residual unit gets SE inside it, any other module SE on its output. A tuple `reduction`
-    gives one ratio per stage that gets SE (in stage order), e.g. (16, 16, 16, 8) on a ResNet-50.
+    resolution (ResNet's conv2_x .. conv5_x = 2 .. 5), or for SE after plain conv blocks at 1/2^(s-1)
+    (VGG's conv1 .. conv5 = 1 .. 5); found by one forward pass of a zero input of `input_size`, default the
+    model's `default_input_size` or (3, 224, 224). `where` names the modules instead (each once, none inside
+    another): a residual unit gets SE inside it, any other module SE on its output. A tuple `reduction`
+    gives one ratio per stage that gets SE (in stage order), e.g. (16, 16, 16, 8) on a ResNet-50. If a
+    place cannot take its block, ConfigError, and the model is left as it came.
     """
     config = _family_defaults(model)
     if isinstance(reduction, Sequence):
@@ -150,6 +152,7 @@ def add_se(
         raise ConfigError(f"hidden_channels must be >= 1, got {hidden_channels}")
 
     if where is not None:
+        _check_where(where)
         sites = [_named_site(model, name, position) for name in where]
     else:
         sites = _find_sites(model)
@@ -180,15 +183,39 @@ def add_se(
         param = next((p for p in near.parameters() if p.is_floating_point()), None)
         return se if param is None else se.to(device=param.device, dtype=param.dtype)
 
-    for site in sites:
-        site_config = site_configs[site.name]
-        name, se = site.insert(site_config, functools.partial(build, site_config))
-        report.sites.append(SESite(name, site.label, site.position, se.channels, se.hidden_channels,
-                                   sum(p.numel() for p in se.parameters())))
+    restore = _snapshot(model)
+    try:
+        for site in sites:
+            site_config = site_configs[site.name]
+            name, se = site.insert(site_config, functools.partial(build, site_config))
+            report.sites.append(SESite(name, site.label, site.position, se.channels, se.hidden_channels,
+                                       sum(p.numel() for p in se.parameters())))
+    except BaseException:
+        restore()  # a site that fails after others were filled leaves the model as it came
+        raise
     model.se_report = report
     if verbose:
         print(report)
     return model
+
+
+def _snapshot(model: nn.Module) -> Callable[[], None]:
+    """A function that puts every module of `model` back as it is now: its class, attributes, submodules,
+    parameters and buffers (the objects, so their values too; inserting SE changes none in place)."""
+    saved = [(m, type(m), dict(m.__dict__), dict(m._modules), dict(m._parameters), dict(m._buffers))
+             for m in model.modules()]
+
+    def restore() -> None:
+        for module, cls, attributes, modules, parameters, buffers in saved:
+            module.__class__ = cls
+            module.__dict__.clear()
+            module.__dict__.update(attributes)
+            kept_dicts = ((module._modules, modules), (module._parameters, parameters), (module._buffers, buffers))
+            for live, kept in kept_dicts:
+                live.clear()
+                live.update(kept)
+
+    return restore
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,6 +259,22 @@ def _find_sites(model: nn.Module) -> list[_Site]:
             "an SE block; add_se adds SE to a network without it (for other SE options build the SE model with them)"
         )
     return free
+
+
+def _check_where(where: Sequence[str]) -> None:
+    """`where=` is a list of distinct names, none inside another (SE inside a unit and again on a module in
+    it would have one rewrite undo the other); each name itself is checked by `_named_site`."""
+    if isinstance(where, str):
+        raise ConfigError(f"where: a list of module names, e.g. where=[{where!r}], not a string")
+    seen: set[str] = set()
+    for name in where:
+        if name in seen:
+            raise ConfigError(f"where: {name!r} is named twice; name each module once")
+        seen.add(name)
+    for name in where:
+        outer = next((other for other in where if other and name.startswith(other + ".")), None)
+        if outer is not None:
+            raise ConfigError(f"where: {name!r} is inside {outer!r}, also named; name one of the two")
 
 
 def _named_site(model: nn.Module, name: str, position: str) -> _Site:
@@ -400,7 +443,8 @@ def _in_stages(
 
 
 def _stage_numbers(model: nn.Module, sites: list[_Site], input_size: Sequence[int] | None) -> dict[str, int]:
-    """The stage of each site: a senet model's numbering (its `se_stages`), else the output stride 2^s."""
+    """The stage of each site: a senet model's numbering (its `se_stages`), else from the output stride:
+    s at 1/2^s of the input side in a network of units, s at 1/2^(s-1) for SE after plain conv blocks."""
     numbers: dict[str, int] = {}
     for site in sites:
         top = site.name.split(".")[0]
@@ -415,7 +459,10 @@ def _stage_numbers(model: nn.Module, sites: list[_Site], input_size: Sequence[in
             numbers[site.name] = stage
     missing = [site for site in sites if site.name not in numbers]
     if missing:
-        numbers.update(_output_strides(model, missing, input_size))
+        # A residual network starts a stage by downsampling (ResNet's conv2_x at 1/4: 2), a plain CNN ends
+        # one with its pooling (VGG's conv1 at full size: 1, as senet's VGG numbers it).
+        offset = 1 if all(isinstance(site, _After) for site in sites) else 0
+        numbers.update({name: s + offset for name, s in _output_strides(model, missing, input_size).items()})
     return numbers
 
 
@@ -546,7 +593,8 @@ def _input(graph: fx.Graph) -> fx.Node | None:
 
 def _residual_merge(graph: fx.Graph, modules: dict[str, nn.Module]) -> _Merge | None:
     """The sum `residual + shortcut` that ends the forward (then only activations), both computed from
-    the input; the shortcut is the input itself or the shorter of the two paths (a projection)."""
+    the input; the shortcut is the input itself or the shorter of the two paths (a projection). Two
+    paths of one length (`f(x) + self.shortcut(x)`, each one call) are told apart by `_tie_shortcut`."""
     x = _input(graph)
     node = _tail_start(graph, modules)
     if x is None or node is None or not _is_add(node):
@@ -561,7 +609,49 @@ def _residual_merge(graph: fx.Graph, modules: dict[str, nn.Module]) -> _Merge | 
         return _Merge(node, residual=a, shortcut=b)
     if a is x or len(from_a) < len(from_b):
         return _Merge(node, residual=b, shortcut=a)
-    return None
+    shortcut = _tie_shortcut(x, a, b, modules)
+    if shortcut is None:
+        return None
+    return _Merge(node, residual=b if shortcut is a else a, shortcut=shortcut)
+
+
+_CLONES = ("clone", "contiguous")
+
+
+def _tie_shortcut(x: fx.Node, a: fx.Node, b: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+    """Of two operands with equally many ancestors, the shortcut: the one that is x through identity
+    steps only (an empty `nn.Sequential`, `nn.Identity`, `x.clone()`), else the one with fewer parameters,
+    then fewer module calls, on its own path. The other, the residual branch, must hold a convolution."""
+
+    def is_input(node: fx.Node) -> bool:
+        while node is not x:
+            if node.op == "call_module":
+                module = modules[node.target]
+                if not (isinstance(module, nn.Identity) or (isinstance(module, nn.Sequential) and len(module) == 0)):
+                    return False
+            elif not ((node.op == "call_method" and node.target in _CLONES)
+                      or (node.op == "call_function" and node.target is torch.clone)):
+                return False
+            if len(node.all_input_nodes) != 1:
+                return False
+            node = node.all_input_nodes[0]
+        return True
+
+    def cost(node: fx.Node, other: fx.Node) -> tuple[int, int]:
+        called = {n.target for n in _ancestors(node) - _ancestors(other) if n.op == "call_module"}
+        return sum(p.numel() for t in called for p in modules[t].parameters()), len(called)
+
+    def holds_conv(node: fx.Node, other: fx.Node) -> bool:
+        return any(n.op == "call_module" and _first_conv(modules[n.target]) is not None
+                   for n in _ancestors(node) - _ancestors(other))
+
+    if is_input(a) != is_input(b):
+        shortcut, residual = (a, b) if is_input(a) else (b, a)
+    elif cost(a, b) != cost(b, a):
+        shortcut, residual = (a, b) if cost(a, b) < cost(b, a) else (b, a)
+    else:
+        return None
+    return shortcut if holds_conv(residual, shortcut) else None
 
 
 def _concatenation(graph: fx.Graph, modules: dict[str, nn.Module]) -> _Merge | None:
