@@ -200,22 +200,29 @@ def add_se(
 
 
 def _snapshot(model: nn.Module) -> Callable[[], None]:
-    """A function that puts every module of `model` back as it is now: its class, attributes, submodules,
-    parameters and buffers (the objects, so their values too; inserting SE changes none in place)."""
-    saved = [(m, type(m), dict(m.__dict__), dict(m._modules), dict(m._parameters), dict(m._buffers))
-             for m in model.modules()]
+    """A function that puts every module of `model` back as it is now: its class, its submodules (in order)
+    and its plain attributes. Inserting SE does no more (it adds SE modules, re-orders a Sequential, sets
+    attributes, swaps a unit's class for one with a traced forward); parameters and buffers of the
+    modules already there are untouched, and values are never changed in place."""
+    saved = [(m, type(m), dict(m.named_children()), _plain_attributes(m)) for m in model.modules()]
 
     def restore() -> None:
-        for module, cls, attributes, modules, parameters, buffers in saved:
+        for module, cls, children, attributes in saved:
             module.__class__ = cls
-            module.__dict__.clear()
-            module.__dict__.update(attributes)
-            kept_dicts = ((module._modules, modules), (module._parameters, parameters), (module._buffers, buffers))
-            for live, kept in kept_dicts:
-                live.clear()
-                live.update(kept)
+            for name, _ in list(module.named_children()):
+                delattr(module, name)
+            for name, child in children.items():
+                module.add_module(name, child)
+            for name in _plain_attributes(module).keys() - attributes.keys():
+                delattr(module, name)
+            vars(module).update(attributes)
 
     return restore
+
+
+def _plain_attributes(module: nn.Module) -> dict[str, object]:
+    """The attributes a module's own code set (`self.stride = ...`), not nn.Module's bookkeeping."""
+    return {name: value for name, value in vars(module).items() if not name.startswith("_") and name != "training"}
 
 
 # ---------------------------------------------------------------------------------------------------
