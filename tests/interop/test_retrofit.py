@@ -262,10 +262,14 @@ def test_units_whose_two_terms_are_one_call_each(position: str) -> None:
 
 def test_a_failed_add_se_leaves_the_model_as_it_was() -> None:
     model = nn.Sequential(nn.Conv2d(3, 32, 3), Bottleneck(32, 8), InvertedResidual(32, 32, 1, 2))
-    keys, types = list(model.state_dict()), [type(m) for m in model.modules()]
+    def attributes() -> list[dict]:
+        return [{k: v for k, v in vars(m).items() if not k.startswith("_")} for m in model.modules()]
+
+    keys, types, before = list(model.state_dict()), [type(m) for m in model.modules()], attributes()
     with pytest.raises(senet.ConfigError, match="position='3x3' needs a spatial"):
         senet.add_se(model, position="3x3", reduction=4)  # the Bottleneck takes it, the next unit cannot
     assert list(model.state_dict()) == keys and [type(m) for m in model.modules()] == types
+    assert attributes() == before  # (the Bottleneck's se_position, set by the insert, is back as it was)
     assert not hasattr(model[1], "se") and not hasattr(model, "se_report")
     x = torch.randn(1, 3, 8, 8)
     assert model(x).shape == (1, 32, 6, 6)
