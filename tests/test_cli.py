@@ -51,6 +51,36 @@ def test_info_variant_flags_and_json(capsys: pytest.CaptureFixture[str]) -> None
     assert info["se_blocks"] == 9
 
 
+@pytest.mark.parametrize("name", senet.list_models(se=True))
+def test_info_add_se_refuses_every_se_model(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An SE model (se_resnet50, senet154, mobilenet_v3_large) already has SE: one line naming its plain twin."""
+    assert main(["info", name, "--add-se"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"senet: error: {name} already has SE blocks; --add-se adds SE to a plain model: drop --add-se, "
+                   f"or use its plain twin ('senet info {senet.plain_twin(name)} --add-se')\n")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--reduction", "8"],
+        ["--reduction", "16,16,16,8"],
+        ["--se-stages", "4,5"],
+        ["--se-position", "pre", "--gate", "tanh", "--squeeze", "max", "--no-se-bias"],
+    ],
+)
+def test_info_add_se_counts_the_variant_the_se_flags_ask_for(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """With --add-se the SE flags are add_se's options: resnet50 + SE costs what se_resnet50 does with them."""
+    assert main(["info", "resnet50", "--add-se", *flags, "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert main(["info", "se_resnet50", *flags, "--json"]) == 0
+    twin = json.loads(capsys.readouterr().out)
+    keys = ("params", "macs", "se_blocks", "se_params", "se_macs")
+    assert {k: added[k] for k in keys} == {k: twin[k] for k in keys}
+    assert added["add_se"] is True and added["kwargs"] == twin["kwargs"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
