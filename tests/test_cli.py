@@ -103,6 +103,24 @@ def test_python_dash_m_entry_point() -> None:
     assert "se_resnet20  input 3x32x32" in result.stdout
 
 
+def test_docs_quoted_senet_outputs_are_current() -> None:
+    """The `<!-- senet-output: ARGS -->` blocks of README.md and docs/*.md are the real output of `senet ARGS`;
+    regenerate them (`make readme`) when it changes."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "update_readme.py"
+    if not script.exists():
+        pytest.skip("scripts/ is not next to the tests (installed package)")
+    spec = importlib.util.spec_from_file_location("update_readme", script)
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    blocks = [(page.name, m) for page in update_readme.quoting_pages() for m in update_readme.OUTPUT_BLOCK.finditer(page.read_text())]
+    assert {name for name, _ in blocks} >= {"README.md", "add-se.md"}
+    for name, match in blocks:
+        assert match[0] == update_readme.output_block(match["args"]), f"{name}: `senet {match['args']}` is stale"
+
+
 def test_docs_model_table_is_current(all_rows: list[dict]) -> None:
     """docs/models.md's zoo table is `senet models --markdown`; regenerate it (`make readme`) when models change."""
     from pathlib import Path
