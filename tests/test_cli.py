@@ -51,6 +51,36 @@ def test_info_variant_flags_and_json(capsys: pytest.CaptureFixture[str]) -> None
     assert info["se_blocks"] == 9
 
 
+@pytest.mark.parametrize("name", senet.list_models(se=True))
+def test_info_add_se_refuses_every_se_model(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An SE model (se_resnet50, senet154, mobilenet_v3_large) already has SE: one line naming its plain twin."""
+    assert main(["info", name, "--add-se"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"senet: error: {name} already has SE blocks; --add-se adds SE to a plain model: drop --add-se, "
+                   f"or use its plain twin ('senet info {senet.plain_twin(name)} --add-se')\n")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--reduction", "8"],
+        ["--reduction", "16,16,16,8"],
+        ["--se-stages", "4,5"],
+        ["--se-position", "pre", "--gate", "tanh", "--squeeze", "max", "--no-se-bias"],
+    ],
+)
+def test_info_add_se_counts_the_variant_the_se_flags_ask_for(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """With --add-se the SE flags are add_se's options: resnet50 + SE costs what se_resnet50 does with them."""
+    assert main(["info", "resnet50", "--add-se", *flags, "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert main(["info", "se_resnet50", *flags, "--json"]) == 0
+    twin = json.loads(capsys.readouterr().out)
+    keys = ("params", "macs", "se_blocks", "se_params", "se_macs")
+    assert {k: added[k] for k in keys} == {k: twin[k] for k in keys}
+    assert added["add_se"] is True and added["kwargs"] == twin["kwargs"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -71,6 +101,24 @@ def test_python_dash_m_entry_point() -> None:
     result = subprocess.run([sys.executable, "-m", "senet", "info", "se_resnet20"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "se_resnet20  input 3x32x32" in result.stdout
+
+
+def test_docs_quoted_senet_outputs_are_current() -> None:
+    """The `<!-- senet-output: ARGS -->` blocks of README.md and docs/*.md are the real output of `senet ARGS`;
+    regenerate them (`make readme`) when it changes."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "update_readme.py"
+    if not script.exists():
+        pytest.skip("scripts/ is not next to the tests (installed package)")
+    spec = importlib.util.spec_from_file_location("update_readme", script)
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    blocks = [(page.name, m) for page in update_readme.quoting_pages() for m in update_readme.OUTPUT_BLOCK.finditer(page.read_text())]
+    assert {name for name, _ in blocks} >= {"README.md", "add-se.md"}
+    for name, match in blocks:
+        assert match[0] == update_readme.output_block(match["args"]), f"{name}: `senet {match['args']}` is stale"
 
 
 def test_docs_model_table_is_current(all_rows: list[dict]) -> None:

@@ -80,6 +80,7 @@ def test_cli_info_counts_it(capsys):
     plain = sum(p.numel() for p in senet.create_model("resnet50").parameters())
     expected = sum(units * se_params(c, r) for (c, units), r in zip(RESNET50_UNITS.items(), (16, 16, 16, 8)))
     assert f"{plain + expected:,d}" in out
+    assert "5 (layer4)" in out  # the stage table numbers its stages as with a single ratio
 
 
 def test_add_se_per_stage_equals_the_se_twin():

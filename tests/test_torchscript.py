@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import senet
+from senet.layers import set_se_impl
 
-# One small model per family (and per residual-unit kind) for the fast suite.
+# One small model per family (and per residual-unit kind) for the fast suite. VGG and Inception-ResNet have
+# no small model (se_vgg16_bn takes ~29 s here on one thread, se_inception_resnet_v2 ~20 s): the slow test.
 FAST = ("se_resnet18", "se_resnext26_32x4d", "se_resnet18_1d", "se_resnet20", "se_wrn16_8",
         "se_mobilenet_v1", "mobilenet_v3_small", "se_shufflenet_v1_g3", "se_bn_inception")
-BIG = ("se_inception_resnet_v2", "inception_resnet_v2", "se_vgg16_bn", "vgg16_bn", "senet154", "senet154_plain")
 
 
 def small_input(model: torch.nn.Module, name: str) -> torch.Tensor:
@@ -90,3 +91,26 @@ def test_script_every_model(name):
     # eager merge and the scripted formula sum in different orders; 3-D ResNets at 16^3 end in 1x1x1 maps
     # whose batch statistics are of two values): the same 1e-5 of the output scale as eager fused vs naive.
     assert_scripts(name, rtol=1e-5)
+
+
+# features_only backbones, one per family: name -> out_indices (the larger ones cut early, which keeps the
+# nested stems and the maps out of order). Eager runs the naive SE path, as the scripted program does, so
+# the maps are the same to the bit.
+FEATURES = {"se_resnet18": (3, 0, 1), "se_resnet20": None, "se_resnet18_1d": None, "mobilenet_v3_small": None,
+            "se_shufflenet_v1_g3": None, "se_bn_inception": (2, 0), "se_inception_resnet_v2": (0, 1, 2),
+            "se_vgg16_bn": (0, 1)}
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_script_and_fx_trace_of_features_only_give_the_eager_maps(name):
+    torch.manual_seed(0)
+    net = set_se_impl(senet.create_model(name, features_only=True, out_indices=FEATURES[name]), "naive").eval()
+    size = net.default_input_size
+    x = torch.randn((2, size[0]) + ((256,) if len(size) == 2 else (80, 80)))
+    with torch.no_grad():
+        want = net(x)
+        outputs = {"script": torch.jit.script(net)(x), "fx": torch.fx.symbolic_trace(net)(x)}
+    assert [m.shape[1] for m in want] == net.feature_info.channels()
+    for how, got in outputs.items():
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=how)

@@ -262,22 +262,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     from senet.analysis import complexity
     from senet.analysis.complexity import se_stage_numbers
     from senet.models import is_se_model, plain_twin
+    from senet.models.registry import SE_KWARGS
 
     kwargs = model_kwargs(args)
-    model = build_model_for_counting(args.model, kwargs)
     if args.add_se:  # the cost of SE retrofitted with senet.add_se (its defaults: the family's SE twin's)
         from senet.interop.retrofit import add_se
 
-        summary = add_se(model).se_report.summary
+        if is_se_model(args.model):
+            raise SenetError(
+                f"{args.model} already has SE blocks; --add-se adds SE to a plain model: drop --add-se, "
+                f"or use its plain twin ('senet info {plain_twin(args.model)} --add-se')"
+            )
+        # The SE flags are add_se's options (its keywords are SEConfig's field names), the rest create_model's.
+        se_options = {SE_KWARGS[k]: kwargs[k] for k in kwargs if k in SE_KWARGS}
+        model = build_model_for_counting(args.model, {k: v for k, v in kwargs.items() if k not in SE_KWARGS})
+        summary = add_se(model, **se_options).se_report.summary
         if not args.json:
             print(summary)
+    else:
+        model = build_model_for_counting(args.model, kwargs)
     stats = complexity(model, args.input_size)
     twin = None
     if is_se_model(args.model):
         twin_kwargs = {k: v for k, v in kwargs.items() if k in ("layout", "num_classes", "in_chans")}
         twin = complexity(build_model_for_counting(plain_twin(args.model), twin_kwargs), args.input_size)
     if args.json:
-        out = {"model": args.model, "kwargs": kwargs, **stats.as_dict()}
+        out = {"model": args.model, "kwargs": kwargs, **({"add_se": True} if args.add_se else {}), **stats.as_dict()}
         if twin is not None:
             out["plain_twin"] = {"model": plain_twin(args.model), "params": twin.params, "macs": twin.macs}
         print(json.dumps(out, indent=1, default=list))
@@ -295,7 +305,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  plain twin {plain_twin(args.model)}: {twin.params / 1e6:.2f}M params, {twin.gmacs:.3f} GMACs")
     print()
     # Stages as --se-stages numbers them (ResNet: layer1 .. layer4 are 2 .. 5, conv2_x .. conv5_x).
-    numbers = se_stage_numbers(args.model, kwargs)
+    # Numbered on the architecture alone: a per-stage reduction does not fit a model with SE in one stage.
+    numbers = se_stage_numbers(args.model, {k: v for k, v in kwargs.items() if k not in SE_KWARGS})
     print(f"  {'stage':16s} {'output':>16s} {'params':>9s} {'SE params':>9s} {'MACs':>9s} {'SE MACs':>9s} {'SE':>4s}")
     for stage in stats.stages:
         if stage.params == 0 and stage.macs == 0:
@@ -824,7 +835,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     add_input_size_arg(p, aliases=("--input",))
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--add-se", action="store_true", help="count the model with SE added by senet.add_se")
+    p.add_argument("--add-se", action="store_true", help="count a plain model with SE added by senet.add_se, "
+                   "with the SE variant flags as its options")
     add_model_args(p)
     commands["info"] = cmd_info
 

@@ -96,18 +96,55 @@ def check_out_indices(name: str, out_indices: Any, stages: int) -> tuple[int, ..
     return indices
 
 
-class FeatureListNet(nn.Module):
+class FeatureStage(nn.ModuleDict):
+    """Modules run in order, each under its name in the model; the outputs of those named in `feature_taps`
+    are appended to a list. A FeatureStage inside stands for an nn.Sequential of the model with a feature
+    map inside it, whose children run one by one. (As timm's FeatureListNet, for TorchScript: it unrolls
+    the loop over the owned modules.)"""
+
+    # The attribute's type for TorchScript, which cannot infer it from an empty list and reads class
+    # annotations unevaluated (in this module they are strings), so given as a type.
+    __annotations__ = {"feature_taps": list[str]}
+
+    def __init__(self, modules: dict[str, nn.Module], taps: Sequence[str]) -> None:
+        super().__init__(modules)
+        self.feature_taps = list(taps)
+
+    def forward(self, x: Tensor, maps: list[Tensor]) -> Tensor:
+        return self.run(x, maps)
+
+    def run(self, x: Tensor, maps: list[Tensor]) -> Tensor:
+        for name, module in self.items():
+            if hasattr(module, "feature_taps"):  # a FeatureStage (an isinstance check does not script)
+                x = module(x, maps)
+            else:
+                x = module(x)
+            if name in self.feature_taps:
+                maps.append(x)
+        return x
+
+
+class FeatureListNet(FeatureStage):
     """A model cut after its last wanted stage; forward gives the maps of `out_indices` as a list.
 
     The model's own modules run in order (the head is dropped), with the model's state-dict keys, so
-    its weights load into this network (`strict=False` for the head's). Input as the model's.
+    its weights load into this network (`strict=False` for the head's). Input as the model's. It scripts
+    (`torch.jit.script`; the input check is then skipped, as in the models) and traces with torch.fx.
+    `return_layers` names the modules whose maps it returns, in the order of `out_indices`.
     """
 
     def __init__(self, model: ImageClassifier, out_indices: Iterable[int] | None = None) -> None:
-        super().__init__()
         name = getattr(model, "name", type(model).__name__)
         info = model.feature_info
         indices = check_out_indices(name, out_indices, len(info))
+        wanted = [info[i]["module"] for i in indices]
+        last = max(indices)
+        ran: list[str] = []  # the dotted names of the maps in the order they are taken
+        modules, taps, _ = stage_modules(
+            model, model.feature_modules(), {info[i]["module"] for i in range(last + 1)}, set(wanted),
+            info[last]["module"], ran,
+        )
+        super().__init__(modules, taps)
         self.feature_info = info.from_other(indices)
         self.input_check = (
             type(model).__name__, model.in_chans, model.spatial_dims, model.min_input_size,
@@ -115,39 +152,49 @@ class FeatureListNet(nn.Module):
         )
         self.in_chans = model.in_chans
         self.default_input_size = model.default_input_size
-        wanted = [info[i]["module"] for i in indices]
-        last = max(indices)
-        self.plan: list[str] = []  # dotted names of the modules run, in order
-        for top in model.feature_modules():
-            self.add_module(top, model.get_submodule(top))
-            self.plan += expand(model, top, {info[i]["module"] for i in range(last + 1)})
-            if info[last]["module"] in self.plan:
-                break
-        cut = self.plan.index(info[last]["module"]) + 1
-        self.plan = self.plan[:cut]
         self.return_layers = wanted
+        self.order = [ran.index(module) for module in wanted]  # out_indices' order, as given
         self.train(model.training)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        x = check_image_batch(x, *self.input_check)
-        maps: dict[str, Tensor] = {}
-        for path in self.plan:
-            x = self.get_submodule(path)(x)
-            if path in self.return_layers:
-                maps[path] = x
-        return [maps[path] for path in self.return_layers]
+    def forward(self, x: Tensor) -> list[Tensor]:  # type: ignore[override]
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+            x = self.check_batch(x)
+        maps: list[Tensor] = []
+        self.run(x, maps)
+        return [maps[i] for i in self.order]
+
+    @torch.jit.unused
+    def check_batch(self, x: Tensor) -> Tensor:
+        return check_image_batch(x, *self.input_check)
 
 
-def expand(model: nn.Module, path: str, targets: set[str]) -> list[str]:
-    """The modules to run for `path` in order: `path` itself, or its children (recursively) where a
-    target lies inside it (the container must then run its children in order, an nn.Sequential)."""
-    inner = [t for t in targets if t.startswith(path + ".")]
-    if not inner:
-        return [path]
-    module = model.get_submodule(path)
-    if not isinstance(module, nn.Sequential):
-        raise TypeError(f"feature module {inner[0]} lies inside {path}, which is not an nn.Sequential")
-    return [p for child, _ in module.named_children() for p in expand(model, f"{path}.{child}", targets)]
+def stage_modules(
+    model: nn.Module, paths: Iterable[str], expand: set[str], taps: set[str], last: str, ran: list[str]
+) -> tuple[dict[str, nn.Module], list[str], bool]:
+    """The modules to run for `paths` in order, up to `last`, under their own (last) names: a module itself,
+    or where a module of `expand` lies inside it (it must then run its children in order, an nn.Sequential)
+    a FeatureStage of its children. Also the names of those in `taps`, whether `last` was reached, and in
+    `ran` the dotted names of the taps in the order their maps are taken."""
+    modules: dict[str, nn.Module] = {}
+    names: list[str] = []
+    done = False
+    for path in paths:
+        module = model.get_submodule(path)
+        key = path.rsplit(".", 1)[-1]
+        inner = [t for t in expand if t.startswith(path + ".")]
+        if inner:
+            if not isinstance(module, nn.Sequential):
+                raise TypeError(f"feature module {inner[0]} lies inside {path}, which is not an nn.Sequential")
+            children = [f"{path}.{child}" for child, _ in module.named_children()]
+            stage, stage_taps, done = stage_modules(model, children, expand, taps, last, ran)
+            module = FeatureStage(stage, stage_taps)
+        modules[key] = module
+        if path in taps:
+            names.append(key)
+            ran.append(path)
+        if done or path == last:
+            return modules, names, True
+    return modules, names, done
 
 
 def check_features_only(features_only: bool, out_indices: Any) -> None:
