@@ -132,3 +132,12 @@ def test_docs_model_table_is_current(all_rows: list[dict]) -> None:
     text = readme.read_text()
     start, end = text.index("<!-- models-table -->"), text.index("<!-- /models-table -->")
     assert text[start:end].strip().removeprefix("<!-- models-table -->").strip() == table
+
+
+def test_models_and_info_print_the_same_gmacs(capsys: pytest.CaptureFixture[str]) -> None:
+    """GMACs are rounded once, from the exact count (0.13746 is 0.137, not 0.1375 rounded again to 0.138)."""
+    assert main(["models", "shufflenet_v1_g3"]) == 0
+    listed = capsys.readouterr().out.splitlines()[1].split()[3]
+    assert main(["info", "shufflenet_v1_g3"]) == 0
+    info = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("GMACs")).split()[1]
+    assert listed == info == "0.137"

@@ -214,7 +214,8 @@ def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
                 "plain_twin": plain_twin(name),
                 "input": list(stats.input_size),
                 "params": stats.params,
-                "gmacs": round(stats.gmacs, 4),
+                "macs": stats.macs,
+                "gmacs": round(stats.gmacs, 4),  # (for reading; tables print macs, rounded once)
             }
         )
     return rows
@@ -232,7 +233,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         size = "x".join(str(s) for s in row["input"])
         twin = row["plain_twin"] if row["se"] else ""
-        print(f"{row['model']:24s} {size:>13s} {row['params'] / 1e6:8.2f}M {row['gmacs']:8.3f}  {twin}")
+        print(f"{row['model']:24s} {size:>13s} {row['params'] / 1e6:8.2f}M {row['macs'] / 1e9:8.3f}  {twin}")
     print(f"{len(rows)} models; GMACs = multiply-accumulates (the paper's 'GFLOPs') at the input shown")
     return 0
 
@@ -246,15 +247,15 @@ def markdown_twin_table(rows: list[dict[str, Any]]) -> str:
             continue
         twin = next((r for r in rows if r["se"] and r["plain_twin"] == row["model"]), None)
         size = "x".join(str(s) for s in row["input"])
-        se_cells = (f"`{twin['model']}`", f"{twin['params'] / 1e6:.2f}M", f"{twin['gmacs']:.3f}") if twin else ("", "", "")
+        se_cells = (f"`{twin['model']}`", f"{twin['params'] / 1e6:.2f}M", f"{twin['macs'] / 1e9:.3f}") if twin else ("", "", "")
         lines.append(
             f"| `{row['model']}` | {se_cells[0]} | {size} | {row['params'] / 1e6:.2f}M | {se_cells[1]} "
-            f"| {row['gmacs']:.3f} | {se_cells[2]} |"
+            f"| {row['macs'] / 1e9:.3f} | {se_cells[2]} |"
         )
     orphans = [r for r in rows if r["se"] and r["plain_twin"] not in by_name]
     for row in orphans:
         size = "x".join(str(s) for s in row["input"])
-        lines.append(f"| | `{row['model']}` | {size} | | {row['params'] / 1e6:.2f}M | | {row['gmacs']:.3f} |")
+        lines.append(f"| | `{row['model']}` | {size} | | {row['params'] / 1e6:.2f}M | | {row['macs'] / 1e9:.3f} |")
     return "\n".join(lines)
 
 
