@@ -1,5 +1,5 @@
-"""What SE's merge costs on its own: one training step (forward and backward) of a residual unit's tail,
-the last BN and the merge, with and without SE (paper Sec. 3.2, Eq. 4; Sec. 4 on SE's cost).
+"""What SE's merge costs on its own: one training step (forward and backward; `--mode infer`: one
+forward pass in eval mode) of a residual unit's tail, the last BN and the merge, with and without SE (paper Sec. 3.2, Eq. 4; Sec. 4 on SE's cost).
 
 A whole network's step is dominated by convolutions (84% of a ResNet-50 step on a CPU), which SE does not
 touch and which make its cost hard to see in the noise. Here the subjects are the units' tails alone:
@@ -14,6 +14,7 @@ ResNet-50 (256 channels, 56x56); reported: the median step and SE's extra time o
 
     python benchmarks/merge_block.py                     # CPU, fp32, batch 8, 2 threads
     python benchmarks/merge_block.py --device cuda       # batch 256, bf16 autocast, channels_last
+    python benchmarks/merge_block.py --mode infer        # eval mode, no autograd
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--mode", default="train", choices=["train", "infer"])
     args = parser.parse_args()
     keep_freed_memory()  # as senet's commands (senet.allocator; SENET_MALLOC=system opts out)
     gpu = args.device == "cuda"
@@ -74,8 +76,16 @@ def main() -> None:
     def subject(se: bool, fast: bool, compiled: bool):
         unit = UnitTail(args.channels, SEConfig() if se else None).to(args.device).to(memory_format=fmt)
         set_se_impl(unit, "fused" if fast else "naive")
+        unit.train(args.mode == "train")
         run = torch.compile(unit) if compiled else unit
         grad = torch.randn(shape, device=args.device, dtype=c0.dtype).contiguous(memory_format=fmt)
+
+        if args.mode == "infer":
+            def infer() -> None:
+                with torch.no_grad(), amp:
+                    run(c0, shortcut0)
+
+            return infer
 
         def step() -> None:
             c, shortcut = c0.clone().requires_grad_(), shortcut0.clone().requires_grad_()
@@ -104,7 +114,8 @@ def main() -> None:
                 torch.cuda.synchronize()
             times[key].append(time.perf_counter() - start)
     print(provenance_line(environment(device=args.device)) + "\n")
-    print(f"unit tail (BN + merge), training step, input {shape}, {args.device}"
+    what = "training step" if args.mode == "train" else "inference (eval mode)"
+    print(f"unit tail (BN + merge), {what}, input {shape}, {args.device}"
           f"{', bf16 autocast, channels_last' if gpu else f', fp32, {args.threads} threads'}, "
           f"median of {args.repeats} after {args.warmup} warm-up steps\n")
     print("| exec | subject | ms per step | extra over plain (ms) | ratio to plain |")
