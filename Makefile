@@ -21,10 +21,10 @@ $(VENV)/.demo: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow and not gpu"
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not gpu"
 
 test-slow: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -n $(JOBS) -m "slow or gpu"
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup -m "slow or gpu"
 
 # The Triton kernels of the SE merge on the CPU, under Triton's interpreter (installs Triton, ~200 MB).
 test-kernels: $(VENV)/.dev

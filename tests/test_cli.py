@@ -18,6 +18,7 @@ def all_rows() -> list[dict]:
     return model_rows()
 
 
+@pytest.mark.xdist_group("all_rows")  # one worker computes the zoo's rows (make test: --dist loadgroup)
 def test_models_lists_every_registered_model(all_rows: list[dict], capsys: pytest.CaptureFixture[str]) -> None:
     assert [row["model"] for row in all_rows] == senet.list_models()
     se_resnet50 = next(row for row in all_rows if row["model"] == "se_resnet50")
@@ -121,6 +122,7 @@ def test_docs_quoted_senet_outputs_are_current() -> None:
         assert match[0] == update_readme.output_block(match["args"]), f"{name}: `senet {match['args']}` is stale"
 
 
+@pytest.mark.xdist_group("all_rows")
 def test_docs_model_table_is_current(all_rows: list[dict]) -> None:
     """docs/models.md's zoo table is `senet models --markdown`; regenerate it (`make readme`) when models change."""
     from pathlib import Path
