@@ -10,8 +10,6 @@ import contextlib
 import io
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +49,7 @@ def update_output_blocks(text: str) -> str:
 
 def update_models_table() -> int:
     page = ROOT / "docs" / "models.md"
-    table = subprocess.run(
-        [sys.executable, "-m", "senet", "models", "--markdown"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    table = command_output("models --markdown")
     text = re.sub(
         r"<!-- models-table -->.*?<!-- /models-table -->",
         lambda _: f"<!-- models-table -->\n{table}\n<!-- /models-table -->",

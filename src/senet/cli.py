@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from senet import allocator
-from senet.errors import SenetError
+from senet.errors import SenetError, or_list
 
 # ---------------------------------------------------------------------------------------------------
 # The parser: every subcommand reports its own usage, defaults show in --help.
@@ -81,12 +81,6 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
-
-
-def or_list(names: Sequence[str]) -> str:
-    """'a, b or c': a help or error text naming each of `names` (a constant of the module that owns them)."""
-    names = list(names)
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 # Flags that several commands share, spelled the same everywhere (`aliases`: older spellings kept working).
@@ -266,6 +260,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from senet.models.registry import SE_KWARGS
 
     kwargs = model_kwargs(args)
+    architecture = {k: v for k, v in kwargs.items() if k not in SE_KWARGS}  # (the rest: SE variant flags)
     if args.add_se:  # the cost of SE retrofitted with senet.add_se (its defaults: the family's SE twin's)
         from senet.interop.retrofit import add_se
 
@@ -276,7 +271,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             )
         # The SE flags are add_se's options (its keywords are SEConfig's field names), the rest create_model's.
         se_options = {SE_KWARGS[k]: kwargs[k] for k in kwargs if k in SE_KWARGS}
-        model = build_model_for_counting(args.model, {k: v for k, v in kwargs.items() if k not in SE_KWARGS})
+        model = build_model_for_counting(args.model, architecture)
         summary = add_se(model, **se_options).se_report.summary
         if not args.json:
             print(summary)
@@ -307,7 +302,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print()
     # Stages as --se-stages numbers them (ResNet: layer1 .. layer4 are 2 .. 5, conv2_x .. conv5_x).
     # Numbered on the architecture alone: a per-stage reduction does not fit a model with SE in one stage.
-    numbers = se_stage_numbers(args.model, {k: v for k, v in kwargs.items() if k not in SE_KWARGS})
+    numbers = se_stage_numbers(args.model, architecture)
     print(f"  {'stage':16s} {'output':>16s} {'params':>9s} {'SE params':>9s} {'MACs':>9s} {'SE MACs':>9s} {'SE':>4s}")
     for stage in stats.stages:
         if stage.params == 0 and stage.macs == 0:

@@ -29,6 +29,12 @@ def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"
 
 
+def or_list(names: Iterable[str]) -> str:
+    """'a, b or c': a help or error text naming each of `names` (a constant of the module that owns them)."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
     """Return `value` if it is one of `choices`, else raise a ConfigError listing them."""
     choices = list(choices)

@@ -186,8 +186,9 @@ def collect_excitations(
             captured.clear()
             with se_impl(model, "naive"):  # the formula as written: s on (N, C, 1, 1), x * s
                 model(images)
+            if captured:
+                labels = labels.to(next(iter(captured.values())).device)
             for name, values in captured.items():
-                labels = labels.to(values.device)
                 if name not in sums:
                     sums[name] = values.new_zeros(num_classes, values.shape[1])
                     squares[name] = torch.zeros_like(sums[name])

@@ -15,7 +15,7 @@ import numpy as np
 
 from senet.data.datasets import ArraySet, FolderSet, ImageSet, SyntheticSet, scan_folder
 from senet.data.images import IMAGE_EXTENSIONS
-from senet.errors import ConfigError, SenetError, did_you_mean
+from senet.errors import ConfigError, SenetError, did_you_mean, or_list
 
 KINDS = ("digits", "synthetic", "folder", "cifar10", "cifar100")
 SYNTHETIC_OPTIONS = {"classes": 10, "train": 1024, "val": 256, "size": None, "channels": 3, "seed": 0}
@@ -69,8 +69,7 @@ def parse_data_spec(text: str) -> DataSpec:
     kind, _, rest = str(text).partition(":")
     if kind not in KINDS:
         raise ConfigError(
-            f"unknown data {text!r}{did_you_mean(kind, KINDS)}; use {', '.join(map(data_form, KINDS[:-1]))} "
-            f"or {data_form(KINDS[-1])}"
+            f"unknown data {text!r}{did_you_mean(kind, KINDS)}; use {or_list(map(data_form, KINDS))}"
         )
     if kind == "digits":
         if rest:

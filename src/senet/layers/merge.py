@@ -526,7 +526,7 @@ class _UnitTail(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        c, out, var_nc, mean_nc = ctx.saved_tensors[:4]
+        c, out, _, mean_nc = ctx.saved_tensors[:4]  # (the moments' variance: counted, not read)
         alpha, beta, s, leaves = ctx.graph
         g = torch.ops.aten.threshold_backward(grad_out, out, 0) if ctx.relu else grad_out
         sum_gc, sum_g = (t.flatten(1) for t in spatial_sums(g, c, mean_nc.shape + (1,) * (c.dim() - 2)))
