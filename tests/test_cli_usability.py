@@ -281,8 +281,8 @@ def test_progress_lines_without_a_terminal_and_the_result_line(tmp_path, capsys)
 def test_ctrl_c_names_the_surviving_checkpoint_and_the_resume_command(tmp_path):
     run = tmp_path / "run"
     command = SENET + ["train", "--model", "se_resnet20", "--data", "synthetic:train=64,val=8,size=8,classes=3",
-                       "--input-size", "8", "--epochs", "50", "-b", "8", "-j", "0", "--checkpoint-every", "2",
-                       "--output", str(run), "--quiet"]
+                       "--input-size", "8", "--epochs", "1000", "-b", "8", "-j", "0", "--checkpoint-every", "2",
+                       "--output", str(run), "--quiet"]  # far more epochs than it gets: the run must still be going
     process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while process.poll() is None and not checkpoint_dirs(run) and time.monotonic() < deadline:
