@@ -10,9 +10,11 @@ from senet.layers import SqueezeExcitation
 from senet.models import is_se_model, list_models, plain_twin
 
 ALL_MODELS = list_models()
-# The largest members of families whose smaller members run in the fast suite (same code, 5-7 s each).
+# Deeper members of families whose shallower members run in the fast suite (the same units, more of them;
+# 1-7 s each): `make test-slow` runs them.
 HEAVY = {"vgg16_bn", "senet154_plain", "resnext101_32x8d", "se_resnext101_32x8d", "resnext101_64x4d",
-         "se_resnext101_64x4d"}
+         "se_resnext101_64x4d", "resnet101", "se_resnet101", "resnet152", "se_resnet152", "resnext101_32x4d",
+         "se_resnext101_32x4d", "resnet110", "se_resnet110", "resnet34_3d", "se_resnet34_3d", "resnet50_3d"}
 ZOO = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ALL_MODELS]
 
 

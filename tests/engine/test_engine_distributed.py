@@ -37,13 +37,18 @@ def worker_pids(parent: int) -> list[int]:
     return children
 
 
-def test_torchrun_two_gloo_processes_and_a_worker_killed_and_restarted(tmp_path):
-    env = subprocess_env()
-    reference, run = tmp_path / "reference", tmp_path / "run"
-    result = subprocess.run(torchrun(*ARGS, "--epochs", "2", "--output", str(reference)), env=env,
+def train_reference(output: Path, env: dict) -> list[dict]:
+    """Two epochs with torchrun's two processes; the rows of its metrics.jsonl."""
+    result = subprocess.run(torchrun(*ARGS, "--epochs", "2", "--output", str(output)), env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_torchrun_two_gloo_processes_train_and_evaluate(tmp_path):
+    env = subprocess_env()
+    reference = tmp_path / "reference"
+    rows = train_reference(reference, env)
     # 96 images over 2 processes of batch 8: 6 steps an epoch, every image once; the global batch is 16.
     assert [(row["epoch"], row["step"], row["train_images"]) for row in rows] == [(1, 6, 96), (2, 12, 96)]
     # The 30 validation images were split 15 / 15 and summed: the single-process evaluation agrees.
@@ -58,8 +63,14 @@ def test_torchrun_two_gloo_processes_and_a_worker_killed_and_restarted(tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads(evaluated.stdout)["images"] == 30
 
-    # The same job with --max-restarts and --resume: a SIGKILLed worker makes torchrun restart both
-    # processes, which continue from the last checkpoint and end with the same weights, bit for bit.
+
+@pytest.mark.slow  # (exact resume after SIGKILL in one process is in make test: tests/engine/test_engine_resume.py)
+def test_torchrun_restarts_a_killed_worker_and_ends_bitwise_identical(tmp_path):
+    """The same job with --max-restarts and --resume: a SIGKILLed worker makes torchrun restart both
+    processes, which continue from the last checkpoint and end with the same weights, bit for bit."""
+    env = subprocess_env()
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    train_reference(reference, env)
     command = torchrun("--max-restarts=1", *ARGS, "--epochs", "2", "--checkpoint-every", "2", "--resume", str(run))
     agent = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -91,7 +102,8 @@ def gloo_threads():
 
 init_process_group(DistEnv.from_environ(), torch.device("cpu"))
 running = gloo_threads()
-with torch.no_grad():  # the first call of the fused SE merge (a custom op) imports torch._dynamo
+import torch._dynamo  # (imported on first use while training: by the optimizer, torch.compile)
+with torch.no_grad():
     senet.create_model("se_resnet20", num_classes=4).eval()(torch.randn(2, 3, 8, 8))
 shutdown()
 with open(os.path.join(sys.argv[1], os.environ["RANK"]), "w") as f:  # (one file each: stdout interleaves)
@@ -100,7 +112,7 @@ with open(os.path.join(sys.argv[1], os.environ["RANK"]), "w") as f:  # (one file
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
-def test_shutdown_frees_the_process_group_after_a_custom_op_ran(tmp_path):
+def test_shutdown_frees_the_process_group_after_torch_dynamo_was_imported(tmp_path):
     """The group must be freed (its gloo threads joined) at shutdown. When torch.distributed.nn was first
     imported while the group existed, its default arguments held the group; the gloo threads then lived
     on into interpreter exit and aborted one run in about twenty ("terminate called without an active

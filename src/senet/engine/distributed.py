@@ -75,10 +75,11 @@ def init_process_group(env: DistEnv, device: torch.device) -> None:
     therefore lives under a prefix of its own attempt (TORCHELASTIC_RESTART_COUNT).
 
     torch.distributed.nn.functional binds `group=group.WORLD` as default arguments when it is first
-    imported, which happens lazily (torch._dynamo imports it on the first call of a custom op, such as
-    the SE merge). Imported while a group exists, it holds that group for good: destroy_process_group
-    cannot free it, its gloo threads outlive the interpreter and abort the process at exit. Importing
-    it here, before the group exists, binds None instead.
+    imported, which happens lazily: torch._dynamo imports it, and torch._dynamo is itself imported on first
+    use (by the optimizer, torch.compile, a `torch.library.custom_op`). Imported while a group exists, it
+    holds that group for good: destroy_process_group cannot free it, its gloo threads outlive the
+    interpreter and abort the process at exit. Importing it here, before the group exists, binds None
+    instead.
     """
     if not env.distributed or dist.is_initialized():
         return

@@ -10,7 +10,7 @@ BN(c) is mean(c) * alpha + beta, so
 - forward: one reduction over c gives the per-(n, c) moments, hence both BN's batch statistics and the
   squeeze z (`batch_norm_affine`); the excitation s = F_ex(z) runs on (N, C) vectors (`excite`); one pass
   over c and the shortcut writes act((c * alpha + beta) * s + shortcut). The BN output is never written.
-- backward: one custom op (`senet::se_merge`, registered with `torch.library`) keeps exactly the BN input
+- backward: one operator (`senet::se_merge`, defined with `torch.library`) keeps exactly the BN input
   c, the per-channel affine (alpha, beta), the excitation s and, for a fused ReLU, its output; one pass
   gives the gradient behind the ReLU (dL/dshortcut) and the per-(n, c) sums of g * c and of g, from which
   dL/ds, dL/dalpha and dL/dbeta follow, and one pass writes dL/dc. The moments' own backward adds one pass.
@@ -305,7 +305,21 @@ def _merge_formula(c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tens
     return out.relu_() if relu else out
 
 
-@torch.library.custom_op("senet::se_merge", mutates_args=())
+# The two ops are declared with torch.library's define/impl/register_fake/register_autograd rather than the
+# `custom_op` decorator, which guards each kernel with a lazy import of torch._dynamo: 1.5-3 s on the first
+# call in every process that runs an SE model (`senet predict`, `senet eval`); what dispatch and
+# torch.compile see is the same operator.
+torch.library.define(
+    "senet::se_merge",
+    "(Tensor c, Tensor? alpha, Tensor? beta, Tensor s, Tensor skip, bool relu, bool keep_skip) -> Tensor",
+)
+torch.library.define(
+    "senet::se_merge_backward",
+    "(Tensor grad_out, Tensor? out, Tensor? c, Tensor? alpha, Tensor? beta, Tensor s, bool relu, Tensor? skip)"
+    " -> (Tensor, Tensor, Tensor, Tensor)",
+)
+
+
 def _se_merge(
     c: Tensor, alpha: Tensor | None, beta: Tensor | None, s: Tensor, skip: Tensor, relu: bool, keep_skip: bool
 ) -> Tensor:
@@ -327,7 +341,7 @@ def _se_merge_kernels(
     return _merge_formula(c, alpha, beta, s, skip, relu)
 
 
-@_se_merge.register_fake
+@torch.library.register_fake("senet::se_merge")
 def _se_merge_fake(c, alpha, beta, s, skip, relu, keep_skip):
     return torch.empty_like(c, dtype=torch.promote_types(c.dtype, skip.dtype))
 
@@ -377,7 +391,6 @@ def _backward_formula(grad_out, out, c, alpha, s, relu, skip):
     return (g if relu else g.new_empty(0)), grad_c, sum_gd.flatten(1) / s.clamp_min(tiny), sum_g.flatten(1)
 
 
-@torch.library.custom_op("senet::se_merge_backward", mutates_args=())
 def _se_merge_backward(
     grad_out: Tensor, out: Tensor | None, c: Tensor | None, alpha: Tensor | None, beta: Tensor | None, s: Tensor,
     relu: bool, skip: Tensor | None,
@@ -414,7 +427,7 @@ def _backward_kernels(grad_out, out, c, alpha, beta, s, skip):
     return g, grad_c, sum_gc.flatten(1), sum_g.flatten(1)
 
 
-@_se_merge_backward.register_fake
+@torch.library.register_fake("senet::se_merge_backward")
 def _se_merge_backward_fake(grad_out, out, c, alpha, beta, s, relu, skip):
     like = c if skip is None else skip
     acc = torch.promote_types(like.dtype, torch.float32)
@@ -461,12 +474,14 @@ def _backward(ctx, grad_out: Tensor):
 
 torch.library.register_autograd("senet::se_merge", _backward, setup_context=_setup_context)
 
-# Dispatch by device: the Triton kernels are CUDA's implementation of both ops. Under Triton's interpreter
-# (TRITON_INTERPRET=1, set before senet is imported: how `make test-kernels` tests the kernels without a
-# GPU) they are the CPU's too.
+# Dispatch by device: PyTorch operations on every device ("default"), and the Triton kernels as CUDA's
+# implementation of both ops. Under Triton's interpreter (TRITON_INTERPRET=1, set before senet is imported:
+# how `make test-kernels` tests the kernels without a GPU) they are the CPU's too.
+torch.library.impl("senet::se_merge", "default", _se_merge)
+torch.library.impl("senet::se_merge_backward", "default", _se_merge_backward)
 for _device in ("cuda", "cpu") if triton_se.INTERPRETING else ("cuda",):
-    _se_merge.register_kernel(_device)(_se_merge_kernels)
-    _se_merge_backward.register_kernel(_device)(_se_merge_backward_kernels)
+    torch.library.impl("senet::se_merge", _device, _se_merge_kernels)
+    torch.library.impl("senet::se_merge_backward", _device, _se_merge_backward_kernels)
 del _device
 
 
