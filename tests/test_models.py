@@ -109,6 +109,7 @@ def test_torchscript_trace_matches_eager() -> None:
     torch.testing.assert_close(traced(x), model(x))
 
 
+@pytest.mark.slow  # Inductor's C++ code from a cold cache: ~36 s here (make test: graphs through aot_eager, test_fused_se.py)
 def test_torch_compile_matches_eager() -> None:
     model = senet.create_model("se_resnet20").eval()
     x = torch.randn(2, 3, 32, 32)
