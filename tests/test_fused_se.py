@@ -72,6 +72,26 @@ def test_gradcheck(relu, affine, shape):
     torch.testing.assert_close(_op(*inputs, relu), torch.relu(reference) if relu else reference)
 
 
+@pytest.mark.parametrize("relu, affine", [(True, True), (False, False), (True, "keep_skip")])
+def test_opcheck(relu, affine):
+    """PyTorch's own check of a custom operator's registration (`torch.library.opcheck`): the schema (no
+    mutation or aliasing it does not declare), the fake implementation's shapes and dtypes against the real
+    one, the autograd registration, and AOTAutograd with dynamic shapes; for both ops."""
+    keep_skip, affine = affine == "keep_skip", affine is True
+    c, skip = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    s = torch.rand(2, 3, dtype=torch.float64).add(0.05)
+    alpha = torch.rand(3, dtype=torch.float64).add(0.5) if affine else None
+    beta = torch.randn(3, dtype=torch.float64) if affine else None
+    args = [t if t is None else t.requires_grad_() for t in (c, alpha, beta, s, skip)]
+    torch.library.opcheck(torch.ops.senet.se_merge.default, (*args, relu, keep_skip))
+    out = torch.ops.senet.se_merge(*args, relu, keep_skip).detach()
+    grad = torch.randn_like(out)
+    kept = (None, skip) if keep_skip else (c, None)
+    backward_args = (grad, out if relu or keep_skip else None, kept[0], alpha, beta, s, relu, kept[1])
+    torch.library.opcheck(torch.ops.senet.se_merge_backward.default,
+                          tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in backward_args))
+
+
 def test_gradcheck_channels_last():
     c = torch.randn(2, 3, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
     skip = torch.randn(2, 3, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
