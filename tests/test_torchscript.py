@@ -84,8 +84,14 @@ def test_scripted_model_saves_and_loads(tmp_path):
     torch.testing.assert_close(torch.jit.load(str(path))(x), model(x))
 
 
+# VGG-16 in float64 peaks near 10 GB (its 4096-wide classifier, in the eager, scripted and gradient copies):
+# both VGGs on one xdist worker, one after the other (`make test-slow` distributes by group), so that two
+# of them never run at once on a 24 GB machine.
+EVERY = [pytest.param(n, marks=pytest.mark.xdist_group("vgg16_float64")) if "vgg" in n else n for n in senet.list_models()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", senet.list_models())
+@pytest.mark.parametrize("name", EVERY)
 def test_script_every_model(name):
     # Randomly initialised deep networks amplify round-off (se_resnet152's logits reach 1e3, and the fused
     # eager merge and the scripted formula sum in different orders; 3-D ResNets at 16^3 end in 1x1x1 maps
