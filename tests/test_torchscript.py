@@ -4,6 +4,10 @@ and in train mode (units script through their plain-formula branch, `SEResidualU
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,19 +88,23 @@ def test_scripted_model_saves_and_loads(tmp_path):
     torch.testing.assert_close(torch.jit.load(str(path))(x), model(x))
 
 
-# VGG-16 in float64 peaks near 10 GB (its 4096-wide classifier, in the eager, scripted and gradient copies):
-# both VGGs on one xdist worker, one after the other (`make test-slow` distributes by group), so that two
-# of them never run at once on a 24 GB machine.
-EVERY = [pytest.param(n, marks=pytest.mark.xdist_group("vgg16_float64")) if "vgg" in n else n for n in senet.list_models()]
+# Each in a process of its own: scripted in float64 the large models peak at 8-10 GB (VGG-16's 4096-wide
+# classifier in the eager, scripted and gradient copies), and TorchScript keeps what it compiled for every
+# model until the process ends; one worker scripting the zoo in turn grew past 15 GB and was OOM-killed
+# on a 24 GB machine.
+SCRIPT_ONE = "import sys; sys.path.insert(0, sys.argv[1]); from test_torchscript import assert_scripts; " \
+             "assert_scripts(sys.argv[2], rtol=1e-5)"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EVERY)
+@pytest.mark.parametrize("name", senet.list_models())
 def test_script_every_model(name):
     # Randomly initialised deep networks amplify round-off (se_resnet152's logits reach 1e3, and the fused
     # eager merge and the scripted formula sum in different orders; 3-D ResNets at 16^3 end in 1x1x1 maps
     # whose batch statistics are of two values): the same 1e-5 of the output scale as eager fused vs naive.
-    assert_scripts(name, rtol=1e-5)
+    done = subprocess.run([sys.executable, "-c", SCRIPT_ONE, str(Path(__file__).parent), name], capture_output=True,
+                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
 
 
 # features_only backbones, one per family: name -> out_indices (the larger ones cut early, which keeps the
