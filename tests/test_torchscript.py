@@ -4,13 +4,13 @@ and in train mode (units script through their plain-formula branch, `SEResidualU
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from training_fixtures import subprocess_env
 
 import senet
 from senet.layers import set_se_impl
@@ -103,7 +103,7 @@ def test_script_every_model(name):
     # eager merge and the scripted formula sum in different orders; 3-D ResNets at 16^3 end in 1x1x1 maps
     # whose batch statistics are of two values): the same 1e-5 of the output scale as eager fused vs naive.
     done = subprocess.run([sys.executable, "-c", SCRIPT_ONE, str(Path(__file__).parent), name], capture_output=True,
-                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+                          text=True, env=subprocess_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
