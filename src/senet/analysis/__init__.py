@@ -1,16 +1,22 @@
-"""Analysis: complexity counts, excitation statistics, SE switched off, ablations."""
+"""Analysis: complexity counts, excitation statistics, SE switched off, ablations, the zoo's reports.
 
-from senet.analysis.complexity import Complexity, StageComplexity, complexity, count_params
-from senet.analysis.excitation import ExcitationStats, collect_excitations, override_excitation, se_blocks, select_blocks
+Names are imported when first used (`senet.lazy`): `senet.analysis.complexity` does not bring in the
+excitation study's training and data stack.
+"""
 
-__all__ = [
-    "Complexity",
-    "ExcitationStats",
-    "StageComplexity",
-    "collect_excitations",
-    "complexity",
-    "count_params",
-    "override_excitation",
-    "se_blocks",
-    "select_blocks",
-]
+from senet.lazy import lazy_exports
+
+_EXPORTS = {
+    "Complexity": "senet.analysis.complexity",
+    "StageComplexity": "senet.analysis.complexity",
+    "complexity": "senet.analysis.complexity",
+    "count_params": "senet.analysis.complexity",
+    "ExcitationStats": "senet.analysis.excitation",
+    "collect_excitations": "senet.analysis.excitation",
+    "override_excitation": "senet.analysis.excitation",
+    "se_blocks": "senet.analysis.excitation",
+    "select_blocks": "senet.analysis.excitation",
+}
+
+__all__ = sorted(_EXPORTS, key=lambda name: (name[0].islower(), name))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

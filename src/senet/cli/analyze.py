@@ -18,6 +18,7 @@ from senet.cli.args import (
     non_negative_int,
     positive_int,
 )
+from senet.options import PAPER_CHANNELS, PAPER_IMAGES_PER_CLASS, REPLACEMENTS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -54,9 +55,6 @@ def cmd_analyze_se_drop(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """`senet analyze excitation` and `senet analyze se-drop`."""
-    from senet.analysis.excitation import PAPER_CHANNELS, PAPER_IMAGES_PER_CLASS
-    from senet.analysis.se_drop import REPLACEMENTS
-
     group = sub.add_parser("analyze", help="the paper's studies of a trained SE network (Sec. 7.2): excitation, se-drop")
     studies = group.add_subparsers(dest="study", metavar="STUDY", required=True, parser_class=Parser)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from senet.errors import SenetError, did_you_mean
+from senet.options import AMP_MODES, GATES, LAYOUTS, SE_POSITIONS, SQUEEZES
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -97,8 +98,6 @@ def add_workers_arg(parser: argparse.ArgumentParser | Any, *, default: int | Non
 def add_amp_arg(parser: argparse.ArgumentParser | Any, *, default: str | None = None, bare: bool = False,
                 help: str = "autocast precision (fp16: GPU, with a grad scaler)") -> None:
     """--amp {none,bf16,fp16}; with `bare`, a lone --amp means bf16 (bench's older spelling)."""
-    from senet.engine.config import AMP_MODES
-
     extra: dict[str, Any] = {"nargs": "?", "const": "bf16"} if bare else {}
     parser.add_argument("--amp", choices=AMP_MODES, default=default, help=help, **extra)
 
@@ -116,9 +115,6 @@ def add_output_format_args(parser: argparse.ArgumentParser | Any, *, quiet: str 
 
 def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     """--model (or positional) plus the SE variant flags, named as the model keywords."""
-    from senet.layers import GATES, SE_POSITIONS, SQUEEZES
-    from senet.models.resnet import LAYOUTS
-
     group = parser.add_argument_group("SE variant (SE models only; defaults reproduce the paper)")
     group.add_argument("--reduction", type=reduction_arg,
                        help="reduction ratio r (paper: 16), or one per SE stage, comma-separated (e.g. 16,16,16,8)")

@@ -18,6 +18,7 @@ from senet.cli.args import (
     positive_int,
 )
 from senet.errors import SenetError
+from senet.options import BENCH_DEVICES, BENCH_MODES, RUNTIMES, SE_IMPLS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -88,10 +89,6 @@ def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int
 
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """`senet bench`."""
-    from senet.bench import DEVICES, MODES
-    from senet.interop.export import RUNTIMES
-    from senet.layers import SE_IMPLS
-
     p = sub.add_parser(
         "bench",
         help="time (and in training, memory) of a model against a baseline, measured interleaved",
@@ -102,10 +99,10 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
     )
     p.add_argument("--model", required=True, help="registered model name, e.g. se_resnet50")
     p.add_argument("--baseline", help="model to compare with (default: the plain twin; 'none' for no baseline)")
-    p.add_argument("--mode", choices=MODES, default="infer", help="forward only, or one SGD step")
+    p.add_argument("--mode", choices=BENCH_MODES, default="infer", help="forward only, or one SGD step")
     add_batch_size_arg(p, default=8, aliases=("--batch",))
     add_input_size_arg(p, aliases=("--input",))
-    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--device", choices=BENCH_DEVICES, default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (warm-up compiles)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for models and inputs")
     add_amp_arg(p, default="none", bare=True, help="autocast precision (a bare --amp: bf16)")

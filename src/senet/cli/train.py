@@ -23,6 +23,7 @@ from senet.cli.args import (
     positive_int,
 )
 from senet.errors import SenetError, or_list
+from senet.options import DATA_KINDS, GRID, OPTIMIZERS, SCHEDULES, STUDY_TABLES, data_form, list_recipes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -125,12 +126,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from senet.data.spec import KINDS, data_form
-    from senet.engine.config import OPTIMIZERS, SCHEDULES
-    from senet.engine.recipes import list_recipes
-
     p.add_argument("--model", help="registered model name (`senet models` lists them); default: the recipe's")
-    p.add_argument("--data", help=" | ".join(map(data_form, KINDS)))
+    p.add_argument("--data", help=" | ".join(map(data_form, DATA_KINDS)))
     p.add_argument("--recipe", help=" | ".join([*list_recipes(), "FILE.yaml"]) + " (default: paper-cifar for CIFAR, "
                    "demo for digits, else paper-imagenet at the model's own input size)")
     p.add_argument("--epochs", type=positive_int, help="default: the recipe's")
@@ -181,13 +178,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from senet.analysis.ablation import GRID, STUDIES, ablate, check_study, list_commands
+    from senet.analysis.ablation import ablate, check_study, list_commands
 
     if args.resume:
         raise SenetError("senet ablate resumes interrupted runs by itself: drop --resume and repeat the command")
     studies = [name.strip() for name in (args.study or (GRID if args.grid else "")).split(",") if name.strip()]
     if not studies:
-        raise SenetError(f"name a study: {or_list([*STUDIES, GRID])} (with --grid)")
+        raise SenetError(f"name a study: {or_list([*STUDY_TABLES, GRID])} (with --grid)")
     for name in studies:
         check_study(name)
     if args.grid and GRID not in studies:
@@ -219,10 +216,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def add_ablate_args(p: argparse.ArgumentParser) -> None:
-    from senet.analysis.ablation import GRID, STUDIES
-
-    tables = [study.table.removeprefix("Table ") for study in STUDIES.values()]
-    p.add_argument("study", nargs="?", help=" | ".join([*STUDIES, GRID]) + f" (Tables {tables[0]}-{tables[-1]}; "
+    tables = [table.removeprefix("Table ") for table in STUDY_TABLES.values()]
+    p.add_argument("study", nargs="?", help=" | ".join([*STUDY_TABLES, GRID]) + f" (Tables {tables[0]}-{tables[-1]}; "
                    "several joined by commas share their identical runs, e.g. reduction,gate)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per variant: --seed, --seed + 1, ... (default: 1)")
     p.add_argument("--jobs", type=int, help="runs trained at once, the cores shared out between them (default: 1)")

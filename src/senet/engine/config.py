@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from senet.errors import ConfigError, check_choice, did_you_mean
+from senet.options import AMP_MODES, OPTIMIZERS, SCHEDULES  # (the CLI's flags offer exactly these)
 from senet.weights.record import plain
 
-# The choices of the settings below; the CLI's flags offer exactly these.
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine", "plateau", "constant")
-AMP_MODES = ("none", "bf16", "fp16")
 TRAIN_TRANSFORMS = ("random_resized_crop", "pad_crop", "resize")
 
 

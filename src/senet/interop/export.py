@@ -33,10 +33,9 @@ from torch import Tensor, nn
 from senet.weights.checkpoint import atomic_write
 from senet.errors import ConfigError, SenetError, check_choice
 
-FORMATS = ("onnx", "torchscript", "exported-program")
-RUNTIMES = ("torch", "onnxruntime")  # what `senet bench --runtime` times an exported model in
-# The format an output file's suffix implies, where `senet export` is not given one (.ts: TorchScript too).
-SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported-program"}
+from senet.options import EXPORT_FORMATS as FORMATS
+from senet.options import EXPORT_SUFFIXES as SUFFIXES
+from senet.options import RUNTIMES
 EXTRA_HINT = "pip install 'senet[export]'"
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; anything else is a custom op
 ONNX_SIZE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: larger weights go to a .data file

@@ -38,8 +38,7 @@ from torch import Tensor
 from senet.errors import ConfigError, SenetError, did_you_mean
 from senet.layers import se_hidden_channels
 from senet.models.registry import create_model, is_se_model, list_models
-
-SOURCES: tuple[str, ...] = ("timm-legacy", "timm", "torchvision", "senet.pytorch")
+from senet.options import SOURCES
 
 # How each source's files look, for the error that lists what is known.
 SOURCE_KEYS = {

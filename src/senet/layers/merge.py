@@ -56,7 +56,7 @@ from senet.errors import check_choice
 from senet.layers import triton_se
 from senet.layers.nd import BATCHNORMS
 
-SE_IMPLS = ("fused", "naive")
+from senet.options import SE_IMPLS
 
 
 def plain_ops(x: Tensor) -> bool:

@@ -20,9 +20,7 @@ from senet.layers.drop import as_drop_path, make_drop_path
 from senet.layers.merge import SE_IMPLS, merge
 from senet.layers.nd import BATCHNORM, CONV, check_dims
 
-SQUEEZES = ("avg", "max", "none")
-GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
-SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
+from senet.options import GATES, SE_POSITIONS, SQUEEZES
 
 
 class ShapeError(SenetError):
