@@ -79,10 +79,11 @@ class SqueezeExcitation(nn.Module):
     (Table 11) or ``none`` (Table 16: no pooling, the FCs act at every position); gate: ``sigmoid``
     (paper), ``tanh``, ``relu`` (Table 12) or ``hard_sigmoid`` (MobileNetV3); act: the bottleneck's
     delta; bias: FC biases; hidden_channels, divisor, min_channels: the bottleneck width (C/r rounded, see
-    `se_hidden_channels`); norm: BatchNorm after fc1; dims: 1, 2 or 3 spatial axes; impl: how a unit's
-    merge runs the block (``fused`` or ``naive``, `senet.layers.merge`). The FCs are 1x1 convolutions
-    named as in the release (`fc1`, `fc2`); on the pooled (N, C) vector they run as `F.linear` on the
-    same weights (one matrix product instead of a convolution, which matters where SE's cost is dispatch).
+    `se_hidden_channels`); norm: BatchNorm after fc1; dims: 1, 2 or 3 spatial axes. The FCs are 1x1
+    convolutions named as in the release (`fc1`, `fc2`). impl ``fused`` (default): they run as `F.linear`
+    on the pooled (N, C) vector (the same weights; a matrix product instead of a convolution on
+    N x C x 1 x 1, which matters where SE's cost is dispatch), and a unit's merge folds its BN in
+    (`senet.layers.merge`); ``naive``: every part called as a module, so hooks on any of them fire.
     """
 
     def __init__(self, channels: int, reduction: float = 16, *, squeeze: str = "avg", gate: str = "sigmoid",
@@ -97,23 +98,22 @@ class SqueezeExcitation(nn.Module):
         self.impl = check_choice("se implementation", impl, SE_IMPLS)
         self.squeeze = nn.Identity() if squeeze == "none" else GlobalPool(squeeze)
         self.fc1 = CONV[dims](channels, hidden, 1, bias=bias)
-        # (the pooled excitation is (N, C/r): BatchNorm1d, whose state dict is that of BatchNorm2d/3d)
-        self.bn = (BATCHNORM[dims if squeeze == "none" else 1](hidden)) if norm else nn.Identity()
+        self.bn = BATCHNORM[dims](hidden) if norm else nn.Identity()
         self.act = get_act(act, inplace=True)
         self.fc2 = CONV[dims](hidden, channels, 1, bias=bias)
         self.gate = get_gate(gate)
 
     def excite(self, z: Tensor) -> Tensor:
-        """s = F_ex(z) = gate(W2 delta(W1 z)) (Eq. 3) on the squeezed (N, C) vector z: (N, C)."""
-        hidden = self.act(self.bn(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias)))
+        """s = F_ex(z) = gate(W2 delta(W1 z)) (Eq. 3) on the squeezed (N, C) vector z, a block without BN: (N, C)."""
+        hidden = self.act(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
         return self.gate(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
 
     def excitation(self, x: Tensor) -> Tensor:
         """The gates s of x, (N, C, 1, ...); (N, C, *spatial) for squeeze='none'."""
         if not (torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)):  # (they check the model's input)
             self.check_input(x)
-        if self.squeeze_mode == "none":
-            return self.gate(self.fc2(self.act(self.bn(self.fc1(x)))))
+        if self.impl == "naive" or self.squeeze_mode == "none" or not isinstance(self.bn, nn.Identity):
+            return self.gate(self.fc2(self.act(self.bn(self.fc1(self.squeeze(x))))))  # every part a module call
         return self.excite(global_pool(x, self.squeeze_mode))[(...,) + (None,) * self.dims]
 
     def forward(self, x: Tensor) -> Tensor:
