@@ -184,10 +184,7 @@ class InvertedResidual(nn.Module):
             out = se(out)
         if not self.has_shortcut:
             return self.project(out)
-        if torch.jit.is_scripting():  # the plain formula
-            return self.drop_path(self.project(out)) + x
-        else:  # drop_path(bn(project(out))) + x
-            return merge(self.project.conv(out), x, norm=self.project.bn, drop_path=as_drop_path(self.drop_path))
+        return merge(self.project.conv(out), x, norm=self.project.bn, drop_path=as_drop_path(self.drop_path))
 
 
 class MobileNetV3(ImageClassifier):
