@@ -12,30 +12,22 @@ from senet.cli.args import add_amp_arg, add_batch_size_arg, add_input_size_arg, 
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from senet.engine.evaluate import evaluate_checkpoint
+    from senet.engine.evaluate import evaluate_network, format_evaluation
+    from senet.interop.load import load_for_evaluation
 
-    result = evaluate_checkpoint(
-        args.checkpoint,
+    result = evaluate_network(
+        load_for_evaluation(args.checkpoint, ema=args.ema),
         args.data,  # None: the data the run was trained on
         input_size=args.input_size,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
         amp=args.amp,
-        ema=args.ema,
         skip_bad_images=args.skip_bad_images,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun: every process evaluated a shard; rank 0 reports
         return 0
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(
-        f"{result['model']} on {result['data']} ({result['images']} images, input {result['input_size']}): "
-        f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}%, loss {result['loss']:.4f}, "
-        f"{result['images_per_s']:.0f} images/s"
-        + (f" ({result['bad_images']} unreadable images skipped)" if result["bad_images"] else "")
-    )
+    print(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
 

@@ -118,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """SE-ResNet-20 vs ResNet-20 trained on the built-in digits; table and figures."""
-    from senet.engine.demo import run_demo
+    from senet.analysis.demo import run_demo
 
     run_demo(args.output, epochs=args.epochs, seed=args.seed, jobs=args.jobs, overwrite=args.overwrite)
     return 0
