@@ -44,7 +44,7 @@ from senet.engine.ema import ModelEma
 from senet.engine.evaluate import EvalResult, autocast, check_input_size, device_batches, evaluate
 from senet.engine.recipes import resolve_config
 from senet.engine.schedule import Plateau, lr_factor
-from senet.errors import ConfigError, SenetError
+from senet.errors import ConfigError, SenetError, shown
 from senet.interop.load import build_network, recognise_file
 from senet.models import create_model
 from senet.weights.checkpoint import (
@@ -132,7 +132,8 @@ def prepare_config(
         base = RunConfig.from_dict(yaml.safe_load(saved.read_text()))
         config = base.replace(overrides)
         before, after = flatten_config(base.to_dict()), flatten_config(config.to_dict())
-        changes = [f"{key}: {before.get(key)} -> {after.get(key)}" for key in after if before.get(key) != after.get(key)]
+        changes = [f"{key}: {shown(before.get(key))} -> {shown(after.get(key))}" for key in after
+                   if before.get(key) != after.get(key)]
         return config, changes
     return resolve_config(recipe or "paper-imagenet", overrides, notes=notes), []
 
@@ -243,6 +244,10 @@ class Trainer:
         self.input_size = cfg.data.input_size or train_set.native_size or model_default
         check_input_size(shape_model, cfg.model.name, self.input_size)
         self.classes = list(self.splits.classes)
+        if len(self.classes) < 2:  # one class: the loss is 0 from the first step and the error 0%, meaning nothing
+            found = f"one class ({self.classes[0]})" if self.classes else "no classes"
+            raise ConfigError(f"{cfg.data.spec} has {found}; a classifier needs at least two: give the data a folder "
+                              "per class (train/CLASS/*.jpg)")
         kwargs.setdefault("num_classes", len(self.classes))
         kwargs.setdefault("in_chans", self.splits.channels)
         if kwargs["num_classes"] != len(self.classes):
@@ -739,8 +744,8 @@ class Trainer:
         self.save()
         self.log(
             f"epoch {row['epoch']:3d}/{cfg.schedule.epochs}  loss {row['train_loss']:.4f}  val loss {val.loss:.4f}  "
-            f"top-1 {val.top1_err:5.2f}%  top-5 {val.top5_err:5.2f}%  lr {row['lr']:.4g}  "
-            f"{row['images_per_s'] or 0:.0f} img/s" + (f"  EMA top-1 {ema_val.top1_err:5.2f}%" if ema_val else "")
+            f"top-1 err {val.top1_err:5.2f}%  top-5 err {val.top5_err:5.2f}%  lr {row['lr']:.4g}  "
+            f"{row['images_per_s'] or 0:.0f} img/s" + (f"  EMA top-1 err {ema_val.top1_err:5.2f}%" if ema_val else "")
             + (f"  ({row['bad_images']} unreadable images skipped)" if "bad_images" in row else "")
         )
         return row

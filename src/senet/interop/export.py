@@ -15,6 +15,7 @@ an SE model against its plain twin inside onnxruntime (`senet bench --runtime on
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import statistics
@@ -59,12 +60,15 @@ class ExportResult:
     dynamic_batch: bool
     operators: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    agreement: Agreement | None = None  # the check's figures (the eager model's own float32 error among them)
 
     def summary(self) -> str:
         batch = "dynamic batch" if self.dynamic_batch else f"static batch {self.input_shape[0]}"
         return (
             f"wrote {self.path} ({self.format}, {self.bytes / 2**20:.1f} MB, input {list(self.input_shape)}, {batch}); "
             f"{self.checked_with} vs eager: max abs difference {self.max_abs_diff:.3g}"
+            + (f" (root-mean-square {self.agreement.rms_diff:.3g}; eager float32 vs float64: {self.agreement.rounding:.3g})"
+               if self.agreement else "")
         )
 
 
@@ -146,21 +150,66 @@ def _check_inputs(example: Tensor, dynamic: bool) -> list[Tensor]:
     return [example, torch.randn((example.shape[0] + 1, *example.shape[1:]), generator=generator)]
 
 
-def _max_diff(model: nn.Module, run: Callable[[Tensor], Tensor | np.ndarray], inputs: list[Tensor]) -> float:
-    worst = 0.0
+# The check of an exported program against eager. Two float32 programs of one network differ by rounding,
+# and by how much depends on the network: a trained one by ~1e-6 of its outputs, while a freshly initialised
+# deep one in eval mode amplifies every rounding step (SE-ResNet-110 at 32 pixels: outputs ~2e4 that differ
+# by ~40 between float32 and float64 eager). So the bound is measured, not fixed: the eager model's own float32
+# error (against a float64 copy, on the same inputs) times ROUNDING_MULTIPLE, plus a floor for the tiny
+# errors of well-conditioned networks. The errors are compared as root-mean-squares over all outputs: the
+# largest single difference of two chaotic float32 programs varies too much from run to run to bound.
+# A wrong operator or a dropped layer moves the outputs by far more.
+ROUNDING_MULTIPLE = 8.0  # (the zoo's exported programs stay within 3x; see test_export_tolerance_over_the_zoo)
+FLOOR_ABS, FLOOR_REL = 1e-5, 1e-5  # absolute, and relative to the outputs' root-mean-square
+
+
+@dataclass
+class Agreement:
+    """How an exported program's outputs compare with eager float32, and eager float32 with float64."""
+
+    max_abs_diff: float  # exported vs eager float32, largest element
+    rms_diff: float  # exported vs eager float32, root-mean-square
+    rounding: float  # eager float32 vs float64, root-mean-square: the network's own float32 error
+    rms_output: float
+
+    @property
+    def allowed(self) -> float:
+        return ROUNDING_MULTIPLE * self.rounding + FLOOR_ABS + FLOOR_REL * self.rms_output
+
+
+def _rms(t: Tensor) -> float:
+    return float(t.double().square().mean().sqrt())
+
+
+def agreement(model: nn.Module, run: Callable[[Tensor], Tensor | np.ndarray], inputs: list[Tensor]) -> Agreement:
+    """The outputs of `run` (an exported program) against eager `model` in float32, and eager float32
+    against a float64 copy of `model`, on each of `inputs`."""
+    reference = copy.deepcopy(model).double()
+    expected, got, exact = [], [], []
     for x in inputs:
-        expected, got = model(x), run(x)
-        got = got if isinstance(got, Tensor) else torch.as_tensor(np.asarray(got))
-        if tuple(got.shape) != tuple(expected.shape):
-            raise ExportError(f"the exported model gives shape {tuple(got.shape)} for input {tuple(x.shape)}, eager {tuple(expected.shape)}")
-        worst = max(worst, float((got.float() - expected.float()).abs().max()))
-    return worst
+        output = run(x)
+        output = output if isinstance(output, Tensor) else torch.as_tensor(np.asarray(output))
+        eager = model(x)
+        if tuple(output.shape) != tuple(eager.shape):
+            raise ExportError(f"the exported model gives shape {tuple(output.shape)} for input {tuple(x.shape)}, eager {tuple(eager.shape)}")
+        expected.append(eager.double().flatten())
+        got.append(output.double().flatten())
+        exact.append(reference(x.double()).flatten())
+    eager_all, got_all, exact_all = torch.cat(expected), torch.cat(got), torch.cat(exact)
+    return Agreement(float((got_all - eager_all).abs().max()), _rms(got_all - eager_all), _rms(eager_all - exact_all),
+                     _rms(eager_all))
 
 
-def _check_close(max_diff: float, model: nn.Module, example: Tensor, what: str) -> None:
-    scale = float(model(example).abs().max())
-    if not max_diff <= 1e-4 + 1e-3 * scale:
-        raise ExportError(f"{what} differs from the eager model by up to {max_diff:.3g} (outputs up to {scale:.3g}); please report this")
+def _check_close(model: nn.Module, run: Callable[[Tensor], Tensor | np.ndarray], inputs: list[Tensor], what: str) -> Agreement:
+    """The agreement of `run` with eager `model` on `inputs`; ExportError unless float32 rounding explains it."""
+    found = agreement(model, run, inputs)
+    if not found.rms_diff <= found.allowed:
+        raise ExportError(
+            f"{what} differs from the eager model by {found.rms_diff:.3g} (root-mean-square; largest {found.max_abs_diff:.3g}), "
+            f"more than float32 rounding explains (allowed {found.allowed:.3g}: the eager model's own float32 error is "
+            f"{found.rounding:.3g}, its outputs {found.rms_output:.3g}); the exported graph computes something else: "
+            "please report this"
+        )
+    return found
 
 
 def _batch_dim() -> Any:
@@ -199,10 +248,9 @@ def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bo
     session = onnxruntime_session(output, threads=None)
     name = session.get_inputs()[0].name
     inputs = _check_inputs(example, dynamic)
-    diff = _max_diff(model, lambda x: session.run(None, {name: x.numpy()})[0], inputs)
-    _check_close(diff, model, example, f"onnxruntime's result for {output}")
-    return ExportResult("onnx", output, output.stat().st_size, diff, "onnxruntime " + _version("onnxruntime"),
-                        tuple(example.shape), dynamic, operators)
+    found = _check_close(model, lambda x: session.run(None, {name: x.numpy()})[0], inputs, f"onnxruntime's result for {output}")
+    return ExportResult("onnx", output, output.stat().st_size, found.max_abs_diff, "onnxruntime " + _version("onnxruntime"),
+                        tuple(example.shape), dynamic, operators, agreement=found)
 
 
 def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
@@ -221,9 +269,9 @@ def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dyna
         )
     atomic_write(output, lambda temp: torch.jit.save(program, str(temp)))
     loaded = torch.jit.load(str(output))
-    diff = _max_diff(model, loaded, _check_inputs(example, dynamic))
-    _check_close(diff, model, example, f"the TorchScript program {output}")
-    return ExportResult("torchscript", output, output.stat().st_size, diff, how, tuple(example.shape), dynamic, notes=notes)
+    found = _check_close(model, loaded, _check_inputs(example, dynamic), f"the TorchScript program {output}")
+    return ExportResult("torchscript", output, output.stat().st_size, found.max_abs_diff, how, tuple(example.shape), dynamic,
+                        notes=notes, agreement=found)
 
 
 def _export_program(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
@@ -240,10 +288,9 @@ def _export_program(model: nn.Module, output: Path, example: Tensor, *, dynamic:
     torch.export.save(program, buffer)
     atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
     loaded = torch.export.load(str(output)).module()
-    diff = _max_diff(model, loaded, _check_inputs(example, dynamic))
-    _check_close(diff, model, example, f"the exported program {output}")
-    return ExportResult("exported-program", output, output.stat().st_size, diff, "torch.export.load", tuple(example.shape),
-                        dynamic, operators)
+    found = _check_close(model, loaded, _check_inputs(example, dynamic), f"the exported program {output}")
+    return ExportResult("exported-program", output, output.stat().st_size, found.max_abs_diff, "torch.export.load",
+                        tuple(example.shape), dynamic, operators, agreement=found)
 
 
 def _first_line(error: BaseException) -> str:
