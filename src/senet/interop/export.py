@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from senet.engine.checkpoint import atomic_write
+from senet.weights.checkpoint import atomic_write
 from senet.errors import ConfigError, SenetError, check_choice
 
 FORMATS = ("onnx", "torchscript", "exported-program")
