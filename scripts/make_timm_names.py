@@ -55,7 +55,7 @@ def main() -> None:
     pretrained: dict[str, list[dict]] = {}
     for full in timm.list_models(pretrained=True):
         name = full.split(".")[0]
-        if name in aliases or name in SENET_OWN:
+        if name in aliases:
             cfg = timm.models.get_pretrained_cfg(full).to_dict()
             entry = {"tag": full.split(".", 1)[1]} | {k: cfg[k] for k in CFG_KEYS if cfg.get(k) is not None}
             pretrained.setdefault(name, []).append(entry)
