@@ -47,6 +47,7 @@ from senet.engine.schedule import Plateau, lr_factor
 from senet.errors import ConfigError, SenetError, shown
 from senet.interop.load import build_network, recognise_file
 from senet.models import create_model
+from senet.weights.cache import find_weights, is_model_name
 from senet.weights.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
@@ -291,7 +292,13 @@ class Trainer:
         cfg = self.config
         if cfg.model.pretrained is None or (self.resume and checkpoint_dirs(self.output)):
             return cfg
-        self.pretrained, _ = recognise_file(cfg.model.pretrained, source=cfg.model.source, model=cfg.model.name)
+        source = cfg.model.source
+        if not Path(cfg.model.pretrained).expanduser().exists() and is_model_name(cfg.model.pretrained):
+            found = find_weights(cfg.model.pretrained)  # a model name: the weights already on this machine
+            self.log(f"pretrained weights: {cfg.model.pretrained} found at {found.path}")
+            cfg = cfg.replace({"model.pretrained": str(found.path)})
+            source = source if source not in (None, "auto") else found.wanted.source
+        self.pretrained, _ = recognise_file(cfg.model.pretrained, source=source or "auto", model=cfg.model.name)
         kwargs = {k: v for k, v in self.pretrained.model_kwargs.items() if k not in ("num_classes", "in_chans")}
         self.config = cfg.replace({"model.name": self.pretrained.model_name, "model.source": self.pretrained.source,
                                    "model.kwargs": kwargs | dict(cfg.model.kwargs)})

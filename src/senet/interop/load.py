@@ -131,7 +131,7 @@ def load_pretrained(
     built, notes = build_network(recognised, weights.path, num_classes=num_classes, in_chans=in_chans, **kwargs)
     cfg = pretrained_cfg(recognised, weights, built, kwargs)
     built.eval()
-    built.pretrained_cfg = cfg
+    built.pretrained_cfg = {**getattr(built, "pretrained_cfg", {}), **cfg}  # timm's keys the file does not set stay
     return Pretrained(built, recognised, cfg, notes, weights.note)
 
 

@@ -197,6 +197,8 @@ class MobileNetV3(ImageClassifier):
     Input (N, in_chans, H, W), H, W >= 32.
     """
 
+    global_pool_types = ("avg", "max", "avgmax")  # the head's hidden layer takes one vector per channel
+
     def __init__(
         self, blocks: tuple[tuple[int, int, int, bool, str, int], ...], last_channels: int, head_channels: int, *,
         num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, se: SEConfig | None = None,
