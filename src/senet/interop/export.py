@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import statistics
 import tempfile
@@ -30,8 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.engine.checkpoint import atomic_write
 from senet.errors import ConfigError, SenetError, check_choice
+from senet.interop.load import DEFAULT_CROP_PCT
+from senet.interop.onnx_form import runtime_form
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 RUNTIMES = ("torch", "onnxruntime")  # what `senet bench --runtime` times an exported model in
@@ -39,6 +43,7 @@ RUNTIMES = ("torch", "onnxruntime")  # what `senet bench --runtime` times an exp
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported-program"}
 EXTRA_HINT = "pip install 'senet[export]'"
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; anything else is a custom op
+CONFIG_FILE = "senet.json"  # the TorchScript / .pt2 extra file with the deploy config (`deploy_config`)
 ONNX_SIZE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: larger weights go to a .data file
 
 
@@ -105,6 +110,31 @@ def example_input(model: nn.Module, batch: int, input_size: int | None) -> Tenso
     return torch.randn((batch, *shape), generator=generator)
 
 
+def deploy_config(model: nn.Module, name: str | None = None, kwargs: dict[str, Any] | None = None,
+                  input_size: int | None = None) -> dict[str, Any]:
+    """What a deployed file needs to preprocess and label images without the checkpoint: the model's
+    `pretrained_cfg` (`senet.load_model`'s models have one), else ImageNet's preprocessing with the
+    model's input size; `name` and `kwargs` (the create_model keywords) where the model has no cfg."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    shape = list(cfg.get("input_size") or model.default_input_size)
+    if input_size is not None:
+        shape = [shape[0]] + [input_size] * (len(shape) - 1)
+    channels = shape[0]
+    mean = cfg.get("mean") or (IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,) * channels)
+    std = cfg.get("std") or (IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,) * channels)
+    return {
+        "model": cfg.get("model") or name,
+        "model_kwargs": cfg.get("kwargs") or dict(kwargs or {}),
+        "class_names": cfg.get("label_names"),
+        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "input_size": [int(v) for v in shape],
+        "crop_pct": float(cfg.get("crop_pct") or DEFAULT_CROP_PCT),
+        "interpolation": cfg.get("interpolation") or "bilinear",
+    }
+
+
 def export_model(
     model: nn.Module,
     output: str | Path,
@@ -115,8 +145,14 @@ def export_model(
     static_batch: bool = False,
     batch: int = 2,
     force: bool = False,
+    config: dict[str, Any] | None = None,
+    plain_form: bool = False,
 ) -> ExportResult:
-    """Export `model` (put in eval mode) to `output` atomically and check the result against eager."""
+    """Export `model` (put in eval mode) to `output` atomically and check the result against eager.
+
+    `config` (default: `deploy_config(model)`) is written into the file (ONNX metadata_props, the
+    TorchScript / .pt2 extra file `senet.json`) so that the file preprocesses and labels images on its own.
+    `plain_form` keeps the exporter's SE graph (ONNX only; default: `onnx_form.runtime_form`)."""
     check_choice("export format", format, FORMATS)
     output = Path(output).expanduser()
     if output.exists() and not force:
@@ -129,13 +165,17 @@ def export_model(
         raise ConfigError(f"the example batch must be >= 1, got {batch}")
     model = model.eval()
     example = example_input(model, batch, input_size)
+    config = {**deploy_config(model, input_size=input_size), **(config or {})}
+    config["input_size"] = [int(v) for v in example.shape[1:]]
+    config["senet_version"] = _version("senet")
     exporters: dict[str, Callable[..., ExportResult]] = {
         "onnx": _export_onnx,
         "torchscript": _export_torchscript,
         "exported-program": _export_program,
     }
     with torch.no_grad():
-        return exporters[format](model, output, example, dynamic=not static_batch, opset=opset)
+        return exporters[format](model, output, example, dynamic=not static_batch, opset=opset, config=config,
+                                 plain_form=plain_form)
 
 
 def _check_inputs(example: Tensor, dynamic: bool) -> list[Tensor]:
@@ -170,7 +210,24 @@ def _batch_dim() -> Any:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
+def metadata_props(config: dict[str, Any]) -> dict[str, str]:
+    """`config` as ONNX metadata_props: each key's value as JSON (strings, lists, numbers, null)."""
+    return {key: json.dumps(value) for key, value in config.items()}
+
+
+def read_metadata(props: dict[str, str]) -> dict[str, Any]:
+    """The config `metadata_props` wrote (keys that are not JSON are kept as strings)."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None,
+                 config: dict[str, Any], plain_form: bool = False) -> ExportResult:
     require("onnx", "onnxscript", "onnxruntime")
     import onnx
 
@@ -190,7 +247,17 @@ def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bo
             )
     except Exception as error:  # noqa: BLE001  (the exporter raises many types; the first line says why)
         raise ExportError(f"ONNX export failed: {_first_line(error)}") from None
-    atomic_write(output, lambda temp: program.save(str(temp), external_data=params > ONNX_SIZE_LIMIT))
+    proto = program.model_proto
+    notes = []
+    if not plain_form:
+        form = runtime_form(proto)
+        notes.append(f"SE in runtime form: {form.squeezes} squeezes as GlobalAveragePool, {form.scales} scales "
+                     "with the gate repeated over H x W (onnxruntime keeps them in its blocked layout)")
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, metadata_props(config))
+    large = params > ONNX_SIZE_LIMIT
+    atomic_write(output, lambda temp: onnx.save_model(proto, str(temp), save_as_external_data=large,
+                                                      location=output.name + ".data" if large else None))
     graph = onnx.load(str(output), load_external_data=False)
     operators = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in graph.graph.node})
     custom = sorted({n.domain for n in graph.graph.node if n.domain not in ONNX_DOMAINS})
@@ -202,10 +269,11 @@ def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bo
     diff = _max_diff(model, lambda x: session.run(None, {name: x.numpy()})[0], inputs)
     _check_close(diff, model, example, f"onnxruntime's result for {output}")
     return ExportResult("onnx", output, output.stat().st_size, diff, "onnxruntime " + _version("onnxruntime"),
-                        tuple(example.shape), dynamic, operators)
+                        tuple(example.shape), dynamic, operators, notes)
 
 
-def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
+def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None,
+                        config: dict[str, Any], plain_form: bool = False) -> ExportResult:
     notes = []
     try:
         with _quiet():
@@ -219,14 +287,16 @@ def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dyna
             f"torch.jit.script cannot compile this model yet ({_first_line(error)}); traced instead: the program "
             "records this model's operations for inputs shaped like the example"
         )
-    atomic_write(output, lambda temp: torch.jit.save(program, str(temp)))
+    extra = {CONFIG_FILE: json.dumps(config)}
+    atomic_write(output, lambda temp: torch.jit.save(program, str(temp), _extra_files=extra))
     loaded = torch.jit.load(str(output))
     diff = _max_diff(model, loaded, _check_inputs(example, dynamic))
     _check_close(diff, model, example, f"the TorchScript program {output}")
     return ExportResult("torchscript", output, output.stat().st_size, diff, how, tuple(example.shape), dynamic, notes=notes)
 
 
-def _export_program(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None) -> ExportResult:
+def _export_program(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None,
+                    config: dict[str, Any], plain_form: bool = False) -> ExportResult:
     try:
         with _quiet():
             program = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},) if dynamic else None)
@@ -237,7 +307,7 @@ def _export_program(model: nn.Module, output: Path, example: Tensor, *, dynamic:
     if custom:
         raise ExportError(f"the exported program uses non-ATen operators {custom}; please report this")
     buffer = io.BytesIO()  # (torch.export.save wants a name ending in .pt2, which the temporary file lacks)
-    torch.export.save(program, buffer)
+    torch.export.save(program, buffer, extra_files={CONFIG_FILE: json.dumps(config)})
     atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
     loaded = torch.export.load(str(output)).module()
     diff = _max_diff(model, loaded, _check_inputs(example, dynamic))
