@@ -12,7 +12,7 @@ from senet.analysis.excitation import override_excitation, se_blocks
 from senet.cli import main
 from senet.data import AugmentedDataset, EvalTransform, Normalize
 from senet.data.spec import open_eval_data
-from senet.engine.checkpoint import save_weights
+from senet.weights.checkpoint import save_weights
 from senet.engine.evaluate import eval_pipeline, evaluate
 from senet.engine.train import train
 from senet.models import create_model

@@ -9,8 +9,8 @@ import pickle
 import pytest
 import torch
 
-from senet.engine import checkpoint as ckpt
-from senet.engine.checkpoint import (
+from senet.weights import checkpoint as ckpt
+from senet.weights.checkpoint import (
     CheckpointError,
     checkpoint_dirs,
     latest_checkpoint,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from training_fixtures import subprocess_env
 
-from senet.engine.checkpoint import checkpoint_dirs
+from senet.weights.checkpoint import checkpoint_dirs
 from senet.engine.evaluate import evaluate_checkpoint
 
 DATA = "synthetic:train=96,val=30,size=8,classes=4"

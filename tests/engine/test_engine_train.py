@@ -7,7 +7,7 @@ import torch
 import yaml
 from training_fixtures import make_tree, tiny_config
 
-from senet.engine.checkpoint import checkpoint_dirs, load_checkpoint, load_weights
+from senet.weights.checkpoint import checkpoint_dirs, load_checkpoint, load_weights
 from senet.engine.evaluate import evaluate_checkpoint
 from senet.engine.train import Trainer, TrainingDiverged, train
 from senet.errors import ConfigError

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from senet.engine.checkpoint import save_weights
+from senet.weights.checkpoint import save_weights
 from senet.models import create_model
 
 CLASSES = ["ant", "bee", "cat", "dog"]

@@ -15,7 +15,7 @@ from checkpoint_files import CLASSES, META, batch, hub_folder, network, senet_fi
 from safetensors.torch import save_file
 
 import senet
-from senet.engine.checkpoint import save_checkpoint, save_weights
+from senet.weights.checkpoint import save_checkpoint, save_weights
 from senet.interop.load import load_pretrained
 
 

@@ -14,7 +14,7 @@ from training_fixtures import SENET, subprocess_env
 
 import senet
 from senet.cli import main
-from senet.engine.checkpoint import load_weights
+from senet.weights.checkpoint import load_weights
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import yaml
 
-from senet.engine.checkpoint import atomic_write, read_weights_meta
+from senet.weights.checkpoint import atomic_write, read_weights_meta
 from senet.engine.config import RunConfig, plain
 from senet.engine.train import CONFIG_FILE, METRICS_FILE, flatten_config, prepare_config
 from senet.errors import ConfigError, SenetError, did_you_mean

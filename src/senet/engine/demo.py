@@ -99,7 +99,7 @@ def run_demo(
 
     # The comparison table: final validation errors, size, cost, speed.
     from senet.engine.evaluate import model_from_meta
-    from senet.engine.checkpoint import load_weights
+    from senet.weights.checkpoint import load_weights
 
     models = {}
     rows = []

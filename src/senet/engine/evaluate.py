@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from senet.data import AugmentedDataset, Batch, EvalSampler, EvalTransform, Normalize, make_loader
 from senet.data.datasets import ImageSet
 from senet.data.spec import open_eval_data
-from senet.engine.checkpoint import CheckpointError, checkpoint_dirs, load_checkpoint, load_weights
+from senet.weights.checkpoint import CheckpointError
 from senet.engine.distributed import DistEnv, all_reduce_sum, init_process_group, resolve_device, shutdown
 from senet.errors import ConfigError, SenetError
 
@@ -122,29 +122,6 @@ def evaluate(
 
 # ---------------------------------------------------------------------------------------------------
 # senet eval: a checkpoint (run folder, checkpoint folder or .safetensors file) on a dataset's val split.
-
-
-def resolve_weights(path: str | Path, *, ema: bool = False) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
-    """(state dict, metadata, file) from a run folder, a checkpoint folder or a .safetensors file."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        state, meta = load_weights(path)
-        return state, meta, path
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} does not exist; give a run folder, a checkpoint folder or a .safetensors file")
-    if (path / "meta.json").is_file():  # one checkpoint folder
-        checkpoint = load_checkpoint(path)
-        if ema and checkpoint.ema is None:
-            raise CheckpointError(f"checkpoint {path} has no EMA weights (the run had no --ema-decay)")
-        return (checkpoint.ema if ema else checkpoint.model), checkpoint.meta, path
-    final = path / ("model_ema.safetensors" if ema else "model.safetensors")
-    if final.is_file():
-        state, meta = load_weights(final)
-        return state, meta, final
-    candidates = checkpoint_dirs(path)
-    if candidates:
-        return resolve_weights(candidates[0], ema=ema)
-    raise CheckpointError(f"{path} holds no {final.name} and no checkpoints/; is it a senet run folder?")
 
 
 def model_from_meta(state: dict[str, Tensor], meta: dict[str, Any], source: Path) -> nn.Module:

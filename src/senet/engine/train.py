@@ -38,7 +38,7 @@ from senet.data import AugmentedDataset, EvalSampler, EvalTransform, Normalize, 
 from senet.data import make_loader, open_data
 from senet.data.spec import Splits
 from senet.engine import distributed as dist_utils
-from senet.engine.checkpoint import (
+from senet.weights.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
     atomic_write,

@@ -32,10 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from senet.engine.checkpoint import atomic_write
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.interop.load import DEFAULT_CROP_PCT
 from senet.interop.onnx_form import runtime_form
+from senet.weights.checkpoint import atomic_write
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 RUNTIMES = ("torch", "onnxruntime")  # what `senet bench --runtime` times an exported model in

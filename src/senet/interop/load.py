@@ -1,6 +1,6 @@
 """`senet.load_model` and `senet convert`: any SE checkpoint -> the senet network it describes, loaded strictly.
 
-A file is read safely (`interop.files`), recognised (`interop.sources`: which library wrote it, which
+A file is read safely (`weights.files`), recognised (`interop.sources`: which library wrote it, which
 senet model and keywords it maps onto, its keys renamed; senet's own files need no recognition, their
 metadata names the model), the network is built and the weights loaded strictly: every key present,
 every shape equal. For fine-tuning, a different class count replaces the classifier
@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.data.images import RESAMPLING
-from senet.engine.checkpoint import save_weights
+from senet.weights.checkpoint import save_weights
 from senet.engine.config import plain
 from senet.errors import ConfigError, SenetError
-from senet.interop.files import WeightsFile, read_weights
+from senet.weights.files import WeightsFile, read_weights
 from senet.interop.sources import Recognised, recognise
 from senet.models.features import check_features_only, with_features_only
 

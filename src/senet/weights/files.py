@@ -32,8 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from senet.engine.checkpoint import CheckpointError, load_weights
-from senet.engine.evaluate import resolve_weights
+from senet.weights.checkpoint import CheckpointError, load_weights, resolve_weights
 from senet.errors import SenetError
 
 HUB_CONFIG = "config.json"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -240,3 +241,26 @@ def latest_checkpoint(run_dir: Path, *, warn: Callable[[str], None] | None = Non
     if errors:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS} can be loaded (newest: {errors[0]})")
     return None
+
+
+def resolve_weights(path: str | Path, *, ema: bool = False) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
+    """(state dict, metadata, file) from a run folder, a checkpoint folder or a .safetensors file."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        state, meta = load_weights(path)
+        return state, meta, path
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist; give a run folder, a checkpoint folder or a .safetensors file")
+    if (path / "meta.json").is_file():  # one checkpoint folder
+        checkpoint = load_checkpoint(path)
+        if ema and checkpoint.ema is None:
+            raise CheckpointError(f"checkpoint {path} has no EMA weights (the run had no --ema-decay)")
+        return (checkpoint.ema if ema else checkpoint.model), checkpoint.meta, path
+    final = path / ("model_ema.safetensors" if ema else "model.safetensors")
+    if final.is_file():
+        state, meta = load_weights(final)
+        return state, meta, final
+    candidates = checkpoint_dirs(path)
+    if candidates:
+        return resolve_weights(candidates[0], ema=ema)
+    raise CheckpointError(f"{path} holds no {final.name} and no checkpoints/; is it a senet run folder?")

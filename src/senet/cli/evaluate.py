@@ -1,0 +1,56 @@
+"""`senet eval`: the top-1 / top-5 error of a trained model on a validation split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from senet.cli.args import add_amp_arg, add_batch_size_arg, add_input_size_arg, add_workers_arg
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from senet.engine.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,  # None: the data the run was trained on
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        amp=args.amp,
+        ema=args.ema,
+        skip_bad_images=args.skip_bad_images,
+    )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: every process evaluated a shard; rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"{result['model']} on {result['data']} ({result['images']} images, input {result['input_size']}): "
+        f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}%, loss {result['loss']:.4f}, "
+        f"{result['images_per_s']:.0f} images/s"
+        + (f" ({result['bad_images']} unreadable images skipped)" if result["bad_images"] else "")
+    )
+    return 0
+
+
+def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    """`senet eval`."""
+    p = sub.add_parser("eval", help="top-1 / top-5 error of a trained model on a dataset's validation split")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or .safetensors file")
+    p.add_argument("--data", help="same forms as for train; its validation split is used (folder:PATH: PATH/val/ "
+                   "or PATH's own class folders) (default: the data the run was trained on)")
+    add_input_size_arg(p, help="evaluation crop (default: the training input size)")
+    add_batch_size_arg(p, default=128)
+    add_workers_arg(p, default=4)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_amp_arg(p, default="none", help="autocast precision")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    commands["eval"] = cmd_eval
