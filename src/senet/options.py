@@ -12,10 +12,16 @@ from importlib import resources
 SQUEEZES = ("avg", "max", "none")
 GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
 SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
+# How a residual unit's merge runs a block: "fused" (the unit's last BN folded in, `senet.layers.merge`)
+# or "naive" (the block called as a module).
 SE_IMPLS = ("fused", "naive")
 
 # The ResNet layouts (senet.models.resnet): the paper's (stride on the 1x1) and torchvision's "v1.5".
 LAYOUTS = ("paper", "torchvision")
+
+# ImageNet's per-channel statistics: the normalisation of ImageNet-trained weights (timm's, torchvision's).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Data (senet.data.spec): the kinds `--data` takes, and the options of the synthetic kind.
 DATA_KINDS = ("digits", "synthetic", "folder", "cifar10", "cifar100")
@@ -30,7 +36,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 BENCH_MODES = ("infer", "train")
 BENCH_DEVICES = ("cpu", "cuda")
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program")
-RUNTIMES = ("torch", "onnxruntime")  # what `senet bench --runtime` times an exported model in
+RUNTIMES = ("onnxruntime", "openvino")  # what runs an exported file (besides eager PyTorch, "torch")
 # The format an output file's suffix implies, where `senet export` is not given one (.ts: TorchScript too).
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported-program"}
 

@@ -27,7 +27,7 @@ import yaml
 
 from senet.engine.config import RunConfig
 from senet.engine.train import CONFIG_FILE, METRICS_FILE, flatten_config, prepare_config
-from senet.errors import ConfigError, SenetError, did_you_mean
+from senet.errors import ConfigError, SenetError, did_you_mean, shown
 from senet.weights.checkpoint import atomic_write, read_record
 from senet.options import GRID, STUDY_TABLES
 from senet.weights.record import plain
@@ -312,7 +312,7 @@ def _differences(before: dict[str, Any], after: dict[str, Any], *, shared_only: 
     keys = sorted(set(old) | set(new))
     if shared_only:
         keys = [k for k in keys if k not in ("model.name", "model.kwargs", "train.seed")]
-    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    return [f"{k}: {shown(old.get(k))} -> {shown(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
 
 
 def train_commands(sweep: Sweep, flags: Mapping[str, str] | None = None) -> list[str]:

@@ -145,7 +145,7 @@ def _report_epochs(name: str, rows: list[dict[str, Any]], done: int, total: int,
     for row in rows[done:]:
         log(
             f"  {name:12s} epoch {row['epoch']:2d}/{total}  train loss {row['train_loss']:.4f}  "
-            f"val top-1 {row['val_top1_err']:5.2f}%  {row['images_per_s'] or 0:5.0f} img/s"
+            f"val top-1 err {row['val_top1_err']:5.2f}%  {row['images_per_s'] or 0:5.0f} img/s"
         )
     return len(rows)
 

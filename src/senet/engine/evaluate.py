@@ -169,7 +169,7 @@ def eval_pipeline(
     torch_device = torch.device(device)
     size = input_size or int(record.input_size or model.default_input_size[-1])
     val, spec = open_eval_data(data, default_size=size)
-    check_classes(record, val, data, folder=spec.kind == "folder")
+    check_classes(record, val, data, folder=spec.kind == "folder", outputs=getattr(model, "num_classes", None))
     transform = EvalTransform(size, record.crop_fraction, mode=val.pil_mode)
     dataset = AugmentedDataset(val, transform)
     sampler: Iterable[tuple[int, int]] = EvalSampler(len(dataset), rank=env.rank, world_size=env.world_size)
@@ -238,14 +238,22 @@ def check_input_size(model: nn.Module, name: str, size: int) -> None:
         )
 
 
-def check_classes(record: CheckpointRecord, images: ImageSet, data: str, *, folder: bool = False) -> None:
-    """The data must have the classes the model was trained on (same count; same names where both have names)."""
+def check_classes(
+    record: CheckpointRecord, images: ImageSet, data: str, *, folder: bool = False, outputs: int | None = None
+) -> None:
+    """The data must have the classes the model was trained on (same count; same names where both have names).
+
+    `outputs`, the classifier's width, is compared too, for checkpoints that record no class names (a converted
+    ImageNet model scored on a 3-class folder would be wrong on every image, and silently)."""
     classes = record.classes
-    if classes is None:
-        return
-    if len(classes) != len(images.classes):
-        raise ConfigError(f"the model was trained on {len(classes)} classes but {data} has {len(images.classes)}")
-    if folder and list(classes) != list(images.classes):
+    count = len(classes) if classes is not None else outputs
+    if count is not None and count != len(images.classes):
+        raise ConfigError(
+            f"the model was trained on {count} classes but {data} has {len(images.classes)}: its predictions cannot "
+            f"be scored against these labels; use data with the model's {count} classes, or train a model for these "
+            "with `senet train --pretrained CHECKPOINT --data DATA` (it replaces the classifier)"
+        )
+    if classes is not None and folder and list(classes) != list(images.classes):
         raise ConfigError(f"the class folders of {data} differ from the classes the model was trained on")
     channels = record.channels
     if channels is not None and channels != images.channels:

@@ -44,9 +44,10 @@ from senet.engine.ema import ModelEma
 from senet.engine.evaluate import EvalResult, autocast, check_input_size, device_batches, evaluate
 from senet.engine.recipes import resolve_config
 from senet.engine.schedule import Plateau, lr_factor
-from senet.errors import ConfigError, SenetError
+from senet.errors import ConfigError, SenetError, shown
 from senet.interop.load import build_network, recognise_file
 from senet.models import create_model
+from senet.weights.cache import find_weights, is_model_name
 from senet.weights.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
@@ -132,7 +133,8 @@ def prepare_config(
         base = RunConfig.from_dict(yaml.safe_load(saved.read_text()))
         config = base.replace(overrides)
         before, after = flatten_config(base.to_dict()), flatten_config(config.to_dict())
-        changes = [f"{key}: {before.get(key)} -> {after.get(key)}" for key in after if before.get(key) != after.get(key)]
+        changes = [f"{key}: {shown(before.get(key))} -> {shown(after.get(key))}" for key in after
+                   if before.get(key) != after.get(key)]
         return config, changes
     return resolve_config(recipe or "paper-imagenet", overrides, notes=notes), []
 
@@ -243,6 +245,10 @@ class Trainer:
         self.input_size = cfg.data.input_size or train_set.native_size or model_default
         check_input_size(shape_model, cfg.model.name, self.input_size)
         self.classes = list(self.splits.classes)
+        if len(self.classes) < 2:  # one class: the loss is 0 from the first step and the error 0%, meaning nothing
+            found = f"one class ({self.classes[0]})" if self.classes else "no classes"
+            raise ConfigError(f"{cfg.data.spec} has {found}; a classifier needs at least two: give the data a folder "
+                              "per class (train/CLASS/*.jpg)")
         kwargs.setdefault("num_classes", len(self.classes))
         kwargs.setdefault("in_chans", self.splits.channels)
         if kwargs["num_classes"] != len(self.classes):
@@ -286,7 +292,13 @@ class Trainer:
         cfg = self.config
         if cfg.model.pretrained is None or (self.resume and checkpoint_dirs(self.output)):
             return cfg
-        self.pretrained, _ = recognise_file(cfg.model.pretrained, source=cfg.model.source, model=cfg.model.name)
+        source = cfg.model.source
+        if not Path(cfg.model.pretrained).expanduser().exists() and is_model_name(cfg.model.pretrained):
+            found = find_weights(cfg.model.pretrained)  # a model name: the weights already on this machine
+            self.log(f"pretrained weights: {cfg.model.pretrained} found at {found.path}")
+            cfg = cfg.replace({"model.pretrained": str(found.path)})
+            source = source if source not in (None, "auto") else found.wanted.source
+        self.pretrained, _ = recognise_file(cfg.model.pretrained, source=source or "auto", model=cfg.model.name)
         kwargs = {k: v for k, v in self.pretrained.model_kwargs.items() if k not in ("num_classes", "in_chans")}
         self.config = cfg.replace({"model.name": self.pretrained.model_name, "model.source": self.pretrained.source,
                                    "model.kwargs": kwargs | dict(cfg.model.kwargs)})
@@ -739,8 +751,8 @@ class Trainer:
         self.save()
         self.log(
             f"epoch {row['epoch']:3d}/{cfg.schedule.epochs}  loss {row['train_loss']:.4f}  val loss {val.loss:.4f}  "
-            f"top-1 {val.top1_err:5.2f}%  top-5 {val.top5_err:5.2f}%  lr {row['lr']:.4g}  "
-            f"{row['images_per_s'] or 0:.0f} img/s" + (f"  EMA top-1 {ema_val.top1_err:5.2f}%" if ema_val else "")
+            f"top-1 err {val.top1_err:5.2f}%  top-5 err {val.top5_err:5.2f}%  lr {row['lr']:.4g}  "
+            f"{row['images_per_s'] or 0:.0f} img/s" + (f"  EMA top-1 err {ema_val.top1_err:5.2f}%" if ema_val else "")
             + (f"  ({row['bad_images']} unreadable images skipped)" if "bad_images" in row else "")
         )
         return row

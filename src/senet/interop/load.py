@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.data.images import RESAMPLING
 from senet.errors import ConfigError, SenetError
+from senet.options import IMAGENET_MEAN, IMAGENET_STD
 from senet.interop.sources import Recognised, recognise
 from senet.models import create_model
 from senet.models.features import check_features_only, with_features_only
@@ -131,7 +131,7 @@ def load_pretrained(
     built, notes = build_network(recognised, weights.path, num_classes=num_classes, in_chans=in_chans, **kwargs)
     cfg = pretrained_cfg(recognised, weights, built, kwargs)
     built.eval()
-    built.pretrained_cfg = cfg
+    built.pretrained_cfg = {**getattr(built, "pretrained_cfg", {}), **cfg}  # timm's keys the file does not set stay
     return Pretrained(built, recognised, cfg, notes, weights.note)
 
 

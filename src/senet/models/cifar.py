@@ -90,10 +90,7 @@ class PreActBottleneck(SEResidualUnit):
         out = self.conv1(preact)
         out = self.se_mid(self.conv2(self.act2(self.bn2(out))))
         out = self.conv3(self.act3(self.bn3(out)))
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.se_sum(out, shortcut))
-        else:
-            return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
+        return self.se_merge(out, shortcut)
 
 
 class WideBasic(SEResidualUnit):
@@ -129,10 +126,7 @@ class WideBasic(SEResidualUnit):
         shortcut = x if self.downsample is None else self.downsample(preact)
         out = self.se_mid(self.conv1(preact))
         out = self.conv2(self.drop(self.act2(self.bn2(out))))
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.se_sum(out, shortcut))
-        else:
-            return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
+        return self.se_merge(out, shortcut)
 
 
 class CifarResNet(ImageClassifier):

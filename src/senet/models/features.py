@@ -171,8 +171,8 @@ class FeatureListNet(FeatureStage):
     """A model cut after its last wanted stage; forward gives the maps of `out_indices` as a list.
 
     The model's own modules run in order (the head is dropped), with the model's state-dict keys, so
-    its weights load into this network (`strict=False` for the head's). Input as the model's. It scripts
-    (`torch.jit.script`; the input check is then skipped, as in the models) and traces with torch.fx.
+    its weights load into this network (`strict=False` for the head's). Input as the model's. It traces
+    with torch.jit.trace (the input check then skipped, as in the models) and torch.fx, and exports.
     `return_layers` names the modules whose maps it returns, in the order of `out_indices`.
     """
 
@@ -200,13 +200,12 @@ class FeatureListNet(FeatureStage):
         self.train(model.training)
 
     def forward(self, x: Tensor) -> list[Tensor]:  # type: ignore[override]
-        if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+        if not torch.jit.is_tracing():
             x = self.check_batch(x)
         maps: list[Tensor] = []
         self.run(x, maps)
         return [maps[i] for i in self.order]
 
-    @torch.jit.unused
     def check_batch(self, x: Tensor) -> Tensor:
         return check_image_batch(x, *self.input_check)
 

@@ -283,9 +283,9 @@ class InceptionV3(ImageClassifier):
         self.init_head(2048, num_classes, drop_rate)
         init_weights_he(self)
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (and the auxiliary one, if present) for `num_classes`."""
-        super().reset_classifier(num_classes)
+        super().reset_classifier(num_classes, global_pool)
         if self.aux is not None:
             device = self.aux.conv0.conv.weight.device
             self.aux.fc = nn.Linear(768, num_classes, device=device) if num_classes > 0 else nn.Identity()

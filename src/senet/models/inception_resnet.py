@@ -62,14 +62,8 @@ class InceptionResNetUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         residual = self.up(self.mixed(x))
-        if torch.jit.is_scripting():  # the plain formula
-            se = self.se
-            if se is not None:
-                residual = se(residual)
-            return self.act(x + self.drop_path(residual * self.scale))
-        else:  # act(x + drop_path(scale * SE(residual))); x, the branches' input, is kept anyway
-            return merge(residual, x, se=self.se, act=self.act, scale=self.scale, drop_path=as_drop_path(self.drop_path),
-                         skip_kept=True)
+        # act(x + drop_path(scale * SE(residual)))
+        return merge(residual, x, se=self.se, act=self.act, scale=self.scale, drop_path=as_drop_path(self.drop_path))
 
 
 def block35(se: SEConfig | None, drop_path: float = 0.0) -> InceptionResNetUnit:

@@ -187,10 +187,7 @@ class InvertedResidual(nn.Module):
             out = se(out)
         if not self.has_shortcut:
             return self.project(out)
-        if torch.jit.is_scripting():  # the plain formula
-            return self.drop_path(self.project(out)) + x
-        else:  # drop_path(bn(project(out))) + x
-            return merge(self.project.conv(out), x, norm=self.project.bn, drop_path=as_drop_path(self.drop_path))
+        return merge(self.project.conv(out), x, norm=self.project.bn, drop_path=as_drop_path(self.drop_path))
 
 
 class MobileNetV3(ImageClassifier):
@@ -199,6 +196,8 @@ class MobileNetV3(ImageClassifier):
 
     Input (N, in_chans, H, W), H, W >= 32.
     """
+
+    global_pool_types = ("avg", "max", "avgmax")  # the head's hidden layer takes one vector per channel
 
     def __init__(
         self, blocks: tuple[tuple[int, int, int, bool, str, int], ...], last_channels: int, head_channels: int, *,

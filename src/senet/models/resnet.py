@@ -88,15 +88,8 @@ class BasicBlock(SEResidualUnit):
         out = self.se_pre(x)
         out = self.se_mid(self.act1(self.bn1(self.conv1(out))))
         if self.relu_before_se:  # act2(SE(act2(bn2(.))) + shortcut)
-            out = self.act2(self.bn2(self.conv2(out)))
-            if torch.jit.is_scripting():
-                return self.act2(self.se_sum(out, shortcut))
-            else:
-                return self.se_merge(out, shortcut, self.act2)
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.act2(self.se_sum(self.bn2(self.conv2(out)), shortcut)))
-        else:
-            return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
+            return self.se_merge(self.act2(self.bn2(self.conv2(out))), shortcut, self.act2)
+        return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
 
 
 class Bottleneck(SEResidualUnit):
@@ -147,10 +140,7 @@ class Bottleneck(SEResidualUnit):
         out = self.se_pre(x)
         out = self.act1(self.bn1(self.conv1(out)))
         out = self.se_mid(self.act2(self.bn2(self.conv2(out))))
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.act3(self.se_sum(self.bn3(self.conv3(out)), shortcut)))
-        else:
-            return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
+        return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
 
 
 def make_stem(

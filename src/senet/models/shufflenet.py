@@ -74,13 +74,7 @@ class ShuffleUnit(nn.Module):
         out = self.conv2.conv(self.dwconv(out))
         se = self.se
         if self.stride == 1:
-            if torch.jit.is_scripting():  # the plain formula
-                out = self.conv2.bn(out)
-                if se is not None:
-                    out = se(out)
-                return self.act(self.drop_path(out) + x)
-            else:  # act(drop_path(SE(bn(out))) + x)
-                return merge(out, x, se=se, norm=self.conv2.bn, act=self.act, drop_path=as_drop_path(self.drop_path))
+            return merge(out, x, se=se, norm=self.conv2.bn, act=self.act, drop_path=as_drop_path(self.drop_path))
         out = self.conv2.bn(out)
         if se is not None:
             out = se(out)

@@ -37,6 +37,8 @@ class VGG(ImageClassifier):
     Input (N, in_chans, H, W) with H, W >= 32; `forward_features` gives (N, 512, H/32, W/32).
     """
 
+    global_pool_types = ("avg",)  # the head pools to the 7x7 map fc6 was trained on
+
     def __init__(
         self,
         config: tuple[tuple[int, ...], ...] = VGG16,
