@@ -1,16 +1,14 @@
 """Analysis: complexity counts, excitation statistics, SE switched off, ablations, the zoo's reports.
 
-Names are imported when first used (`senet.lazy`): `senet.analysis.complexity` does not bring in the
-excitation study's training and data stack.
+The excitation names are imported when first used (`senet.lazy`), so `senet.analysis` does not bring in
+the excitation study's training and data stack. (`complexity` is imported at once: the function shares
+its name with its module, which would otherwise stand in its place once imported.)
 """
 
+from senet.analysis.complexity import Complexity, StageComplexity, complexity, count_params
 from senet.lazy import lazy_exports
 
-_EXPORTS = {
-    "Complexity": "senet.analysis.complexity",
-    "StageComplexity": "senet.analysis.complexity",
-    "complexity": "senet.analysis.complexity",
-    "count_params": "senet.analysis.complexity",
+_LAZY = {
     "ExcitationStats": "senet.analysis.excitation",
     "collect_excitations": "senet.analysis.excitation",
     "override_excitation": "senet.analysis.excitation",
@@ -18,5 +16,5 @@ _EXPORTS = {
     "select_blocks": "senet.analysis.excitation",
 }
 
-__all__ = sorted(_EXPORTS, key=lambda name: (name[0].islower(), name))
-__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+__all__ = sorted(["Complexity", "StageComplexity", "complexity", "count_params", *_LAZY], key=lambda n: (n[0].islower(), n))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
