@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import senet
-from senet.cli import main, markdown_twin_table, model_rows
+from senet.cli import main
+from senet.analysis.zoo import markdown_twin_table, model_rows
 
 
 @pytest.fixture(scope="module")

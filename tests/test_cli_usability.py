@@ -15,7 +15,7 @@ import yaml
 from training_fixtures import SENET, make_tree, subprocess_env
 
 from senet.cli import build_parser, main
-from senet.engine.checkpoint import checkpoint_dirs
+from senet.weights.checkpoint import checkpoint_dirs
 
 DATA = "synthetic:train=24,val=8,size=8,classes=3"
 TRAIN = ["train", "--model", "se_resnet20", "--data", DATA, "--input-size", "8", "--epochs", "1", "-b", "8", "-j", "0"]

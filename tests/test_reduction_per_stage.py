@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import senet
-from senet.cli import build_parser, model_kwargs, reduction_arg
+from senet.cli import build_parser
+from senet.cli.args import model_kwargs, reduction_arg
 from senet.errors import ConfigError
 from senet.layers import SqueezeExcitation
 

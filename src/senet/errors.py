@@ -21,6 +21,16 @@ class UnknownModelError(SenetError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def shown(value: object) -> str:
+    """A setting as a message shows it: floats as their shortest round-trip text after rounding away float
+    noise (0.1 * 3 -> 0.3, not 0.30000000000000004), everything else as str()."""
+    if isinstance(value, float):
+        return repr(float(f"{value:.12g}"))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(shown(item) for item in value) + "]"
+    return str(value)
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     """`" (did you mean 'a', 'b'?)"` for the closest choices, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)

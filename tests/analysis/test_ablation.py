@@ -6,7 +6,8 @@ import shlex
 
 import pytest
 
-from senet.cli import build_parser, main, train_overrides
+from senet.cli import build_parser, main
+from senet.cli.train import train_overrides
 from senet.engine.config import ScheduleConfig
 from senet.engine.recipes import resolve_config
 from senet.engine.schedule import fit_to_epochs

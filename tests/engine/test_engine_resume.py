@@ -9,7 +9,7 @@ from pathlib import Path
 
 from training_fixtures import SENET, subprocess_env
 
-from senet.engine.checkpoint import checkpoint_dirs
+from senet.weights.checkpoint import checkpoint_dirs
 
 ARGS = [
     "train", "--model", "se_resnet20", "--data", "synthetic:train=256,val=32,size=10,classes=4",

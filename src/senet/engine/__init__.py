@@ -1,13 +1,11 @@
-"""Training and evaluation: configs and recipes, the train loop, checkpoints, torchrun/DDP, the demo."""
+"""Training and evaluation: configs and recipes, the train loop, torchrun/DDP, the demo (weights files: senet.weights)."""
 
-from senet.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_weights
 from senet.engine.config import DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig, TrainConfig
-from senet.engine.evaluate import EvalResult, evaluate, evaluate_checkpoint
+from senet.engine.evaluate import EvalResult, evaluate, evaluate_network
 from senet.engine.recipes import list_recipes, load_recipe, resolve_config
 from senet.engine.train import Trainer, TrainingDiverged, TrainResult, prepare_config, train
 
 __all__ = [
-    "CheckpointError",
     "DataConfig",
     "EvalResult",
     "ModelConfig",
@@ -19,13 +17,10 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "evaluate",
-    "evaluate_checkpoint",
+    "evaluate_network",
     "list_recipes",
-    "load_checkpoint",
     "load_recipe",
-    "load_weights",
     "prepare_config",
     "resolve_config",
-    "save_weights",
     "train",
 ]

@@ -28,9 +28,9 @@ from senet.layers import SEConfig, SEResidualUnit
 from senet.layers.drop import check_drop_path_rate, drop_path_rates
 from senet.models.base import BATCHNORM, CONV, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
-from senet.models.resnet import BasicBlock
+from senet.models.resnet import RESIDUAL_PLACEMENT, BasicBlock
 
 STAGES = (2, 3, 4)
 SHORTCUTS = ("A", "B")
@@ -197,6 +197,8 @@ class CifarResNet(ImageClassifier):
             feature(module, width * block.expansion, 2**index)
             for index, (module, width) in enumerate(zip(("layer1", "layer2", "final" if preact else "layer3"), widths))
         )
+        self.stage_info = StageInfo({f"layer{i + 1}": stage for i, stage in enumerate(STAGES)}, STAGES, RESIDUAL_PLACEMENT,
+                                    CIFAR_SE_DEFAULTS)
         # drop_rate: a Wide ResNet's dropout between the convs of each wide block (its paper has none before
         # the classifier); every other CIFAR network's dropout before the classifier.
         self.init_head(in_channels, num_classes, 0.0 if block is WideBasic else drop_rate)

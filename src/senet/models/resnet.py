@@ -28,11 +28,13 @@ from senet.layers import SEConfig, SEResidualUnit
 from senet.layers.drop import check_drop_path_rate, drop_path_rates
 from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
 
 LAYOUTS = ("paper", "torchvision")
 STAGES = (2, 3, 4, 5)
+# Where SE sits in every residual network of senet (ResNet, ResNeXt, SENet-154, the CIFAR ResNets).
+RESIDUAL_PLACEMENT = "on each residual unit's branch before the addition, or as se_position says (Fig. 5)"
 STEM_TYPES = ("7x7", "deep", "deep_tiered")
 
 
@@ -269,6 +271,7 @@ class ResNet(ImageClassifier):
             self.add_module(f"layer{index + 1}", Stage(*units))
             stages.append(feature(f"layer{index + 1}", out_channels, 4 * 2**index))
         self.feature_info = FeatureInfo(stages)
+        self.stage_info = StageInfo({f"layer{i + 1}": stage for i, stage in enumerate(STAGES)}, STAGES, RESIDUAL_PLACEMENT)
         self.init_head(in_channels, num_classes, drop_rate)
 
         init_weights_he(self, zero_init_last)

@@ -10,8 +10,9 @@ renamed into place: a process killed at any moment leaves either the complete ne
 and the previous one is deleted only after the new one is in place. meta.json, written last, holds the
 SHA-256 of every file, so a checkpoint damaged later (truncated copy, bad disk) is recognised.
 
-The weights files carry the metadata that rebuilds the model without flags (model name and keywords,
-class names, normalisation, input size) in the safetensors header under the key "senet".
+The weights files carry the record that rebuilds the model without flags (`weights.record.CheckpointRecord`:
+model name and keywords, class names, normalisation, input size) as JSON in the safetensors header under
+the key "senet".
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from senet.errors import SenetError
+from senet.weights.record import CheckpointRecord
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step-"
@@ -89,49 +92,55 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
 
 
-def save_weights(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a state dict as safetensors (atomically) with `meta` as JSON in its header."""
+def _header(record: CheckpointRecord) -> dict[str, str]:
+    return {META_KEY: record.to_json()}
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], record: CheckpointRecord) -> None:
+    """Write a state dict as safetensors (atomically) with `record` as JSON in its header."""
     try:
-        atomic_write(Path(path), lambda temp: save_file(_tensors(state), str(temp), metadata={META_KEY: json.dumps(meta)}))
+        atomic_write(Path(path), lambda temp: save_file(_tensors(state), str(temp), metadata=_header(record)))
     except OSError as error:
         raise CheckpointError(f"could not write {path}: {error}") from None
 
 
-def read_weights_meta(path: Path) -> dict[str, Any]:
-    """The senet metadata of a safetensors file (empty for files senet did not write)."""
+def read_record(path: Path) -> CheckpointRecord | None:
+    """The checkpoint record of a safetensors file (None for files senet did not write)."""
     try:
         with safe_open(str(path), framework="pt") as file:
             header = file.metadata() or {}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file ({error}); it may be truncated or corrupt") from None
+    if META_KEY not in header:
+        return None
     try:
-        return json.loads(header[META_KEY]) if META_KEY in header else {}
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path} has unreadable senet metadata") from None
+        return CheckpointRecord.from_json(header[META_KEY], str(path))
+    except SenetError as error:
+        raise CheckpointError(str(error)) from None
 
 
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, senet metadata) of a safetensors file; CheckpointError if it is damaged."""
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointRecord | None]:
+    """(state dict, checkpoint record or None) of a safetensors file; CheckpointError if it is damaged."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
-    meta = read_weights_meta(path)
+    record = read_record(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as error:
         raise CheckpointError(f"{path} cannot be read ({error}); it may be truncated or corrupt") from None
-    return state, meta
+    return state, record
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: model (and EMA) weights, the trainer's state and the weights' metadata."""
+    """A loaded checkpoint: model (and EMA) weights, the trainer's state and the weights' record."""
 
     path: Path
     step: int
     model: dict[str, torch.Tensor]
     trainer: dict[str, Any]
-    meta: dict[str, Any]
+    record: CheckpointRecord | None
     ema: dict[str, torch.Tensor] | None = None
 
 
@@ -153,7 +162,7 @@ def save_checkpoint(
     *,
     model: dict[str, torch.Tensor],
     trainer: dict[str, Any],
-    meta: dict[str, Any],
+    record: CheckpointRecord,
     ema: dict[str, torch.Tensor] | None = None,
     keep: int = 2,
 ) -> Path:
@@ -165,9 +174,9 @@ def save_checkpoint(
     try:
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir()
-        files = {"model.safetensors": lambda p: save_file(_tensors(model), str(p), metadata={META_KEY: json.dumps(meta)})}
+        files = {"model.safetensors": lambda p: save_file(_tensors(model), str(p), metadata=_header(record))}
         if ema is not None:
-            files["ema.safetensors"] = lambda p: save_file(_tensors(ema), str(p), metadata={META_KEY: json.dumps(meta)})
+            files["ema.safetensors"] = lambda p: save_file(_tensors(ema), str(p), metadata=_header(record))
         files["trainer.pt"] = lambda p: torch.save(trainer, p)
         digests = {}
         for name, write in files.items():
@@ -175,8 +184,8 @@ def save_checkpoint(
             _normal_permissions(temp / name)
             _fsync(temp / name)
             digests[name] = _sha256(temp / name)
-        record = {"format": FORMAT, "version": 1, "step": step, "files": digests}
-        (temp / "meta.json").write_text(json.dumps(record, indent=1))
+        manifest = {"format": FORMAT, "version": 1, "step": step, "files": digests}
+        (temp / "meta.json").write_text(json.dumps(manifest, indent=1))
         _normal_permissions(temp / "meta.json")
         _fsync(temp / "meta.json")
         _fsync(temp)
@@ -202,9 +211,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        record = json.loads((path / "meta.json").read_text())
-        files = dict(record["files"])
-        step = int(record["step"])
+        manifest = json.loads((path / "meta.json").read_text())
+        files = dict(manifest["files"])
+        step = int(manifest["step"])
     except (OSError, ValueError, KeyError, TypeError):
         raise CheckpointError(f"checkpoint {path} has no readable meta.json; it is incomplete or corrupt") from None
     for name, digest in files.items():
@@ -213,7 +222,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
         if _sha256(file) != digest:
             raise CheckpointError(f"checkpoint file {file} is corrupt or truncated (its checksum does not match)")
-    model, meta = load_weights(path / "model.safetensors")
+    model, record = load_weights(path / "model.safetensors")
     ema = load_weights(path / "ema.safetensors")[0] if "ema.safetensors" in files else None
     try:
         trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
@@ -223,7 +232,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{path / 'trainer.pt'} cannot be loaded as trainer state ({reason}); it is corrupt or not from senet"
         ) from None
-    return Checkpoint(path, step, model, trainer, meta, ema)
+    return Checkpoint(path, step, model, trainer, record, ema)
 
 
 def latest_checkpoint(run_dir: Path, *, warn: Callable[[str], None] | None = None) -> Checkpoint | None:
@@ -240,3 +249,26 @@ def latest_checkpoint(run_dir: Path, *, warn: Callable[[str], None] | None = Non
     if errors:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS} can be loaded (newest: {errors[0]})")
     return None
+
+
+def resolve_weights(path: str | Path, *, ema: bool = False) -> tuple[dict[str, Tensor], CheckpointRecord | None, Path]:
+    """(state dict, record, file) from a run folder, a checkpoint folder or a .safetensors file."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        state, record = load_weights(path)
+        return state, record, path
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist; give a run folder, a checkpoint folder or a .safetensors file")
+    if (path / "meta.json").is_file():  # one checkpoint folder
+        checkpoint = load_checkpoint(path)
+        if ema and checkpoint.ema is None:
+            raise CheckpointError(f"checkpoint {path} has no EMA weights (the run had no --ema-decay)")
+        return (checkpoint.ema if ema else checkpoint.model), checkpoint.record, path
+    final = path / ("model_ema.safetensors" if ema else "model.safetensors")
+    if final.is_file():
+        state, record = load_weights(final)
+        return state, record, final
+    candidates = checkpoint_dirs(path)
+    if candidates:
+        return resolve_weights(candidates[0], ema=ema)
+    raise CheckpointError(f"{path} holds no {final.name} and no checkpoints/; is it a senet run folder?")

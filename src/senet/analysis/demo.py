@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from senet.analysis.complexity import complexity
+from senet.analysis.excitation import excitation_study
+from senet.analysis.plots import plot_training_curves
+from senet.data import open_data
 from senet.engine.pool import threads_per_job, train_one, worker_pool
 from senet.engine.train import METRICS_FILE, prepare_config
 from senet.errors import ConfigError
+from senet.interop.load import load_for_evaluation
 
 MODELS = ("se_resnet20", "resnet20")
 
@@ -51,10 +56,6 @@ def run_demo(
 
     An earlier demo's runs in `output` are kept (ConfigError) unless `overwrite`, as `senet train` does.
     """
-    from senet.analysis import complexity
-    from senet.analysis.excitation import excitation_study
-    from senet.analysis.plots import plot_training_curves
-    from senet.data import open_data
 
     output = Path(output)
     earlier = [output / name for name in MODELS if (output / name).exists()]
@@ -98,16 +99,12 @@ def run_demo(
     runs = {name: DemoRun(name, **summary) for name, summary in summaries.items()}
 
     # The comparison table: final validation errors, size, cost, speed.
-    from senet.engine.evaluate import model_from_meta
-    from senet.engine.checkpoint import load_weights
-
     models = {}
     rows = []
     for name in MODELS:
-        state, meta = load_weights(output / name / "model.safetensors")
-        models[name] = model_from_meta(state, meta, output / name)
-        size = meta["input_size"]
-        stats = complexity(models[name], (meta["channels"], size, size))
+        models[name], record, _ = load_for_evaluation(output / name / "model.safetensors")
+        size = record.input_size
+        stats = complexity(models[name], (record.channels, size, size))
         final = runs[name].history[-1]
         rows.append(
             {
@@ -148,7 +145,7 @@ def _report_epochs(name: str, rows: list[dict[str, Any]], done: int, total: int,
     for row in rows[done:]:
         log(
             f"  {name:12s} epoch {row['epoch']:2d}/{total}  train loss {row['train_loss']:.4f}  "
-            f"val top-1 {row['val_top1_err']:5.2f}%  {row['images_per_s'] or 0:5.0f} img/s"
+            f"val top-1 err {row['val_top1_err']:5.2f}%  {row['images_per_s'] or 0:5.0f} img/s"
         )
     return len(rows)
 
