@@ -14,7 +14,7 @@ from torch import nn
 import senet
 from senet.bench import saved_storages
 from senet.layers import SEConfig, SqueezeExcitation, merge, se_impl, set_se_impl
-from senet.layers.merge import batch_norm_affine, spatial_sums
+from senet.layers.merge import batch_norm_affine, fused_device, fuses, spatial_sums
 from senet.models.resnet import BasicBlock, Bottleneck
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
@@ -471,7 +471,7 @@ def test_cuda_runs_the_formula():
     """On a GPU the merge is the formula (the fused op has run on the CPU only): fused and naive agree."""
     model = senet.create_model("se_resnet18", num_classes=5).cuda()
     x = torch.randn(8, 3, 64, 64, device="cuda")
-    assert not senet.layers.merge.fused_device(x.device)
+    assert not fused_device(x.device)
     out_fused, grads_fused, _ = _run(model, [x], True)
     out_naive, grads_naive, _ = _run(model, [x], False)
     torch.testing.assert_close(out_fused, out_naive)
@@ -518,3 +518,16 @@ def test_a_hook_on_any_part_fires(part):
     getattr(unit.se, part).register_forward_hook(lambda m, i, o: calls.append(o.shape))
     unit(torch.randn(2, 32, 5, 5)).sum().backward()
     assert len(calls) == 1
+
+
+def test_se_path_says_what_runs_where():
+    """Nothing unverified is a default: on CUDA (and under torch.compile) a "fused" block runs the formula
+    in plain PyTorch operations; the fused op on the eager CPU only. `senet bench` prints this line."""
+    from senet.layers import se_path
+
+    assert se_path("fused", "cpu").startswith("fused: senet::se_merge")
+    assert se_path("fused", "cuda").startswith("formula:") and se_path("fused", "cpu", compiled=True).startswith("formula:")
+    assert se_path("naive", "cpu").startswith("naive:")
+    unit = Bottleneck(16, 4, se=SEConfig(reduction=4))
+    assert fuses(torch.randn(2, 16, 3, 3), unit.se, unit.bn3, unit.act3)
+    assert not fuses(torch.randn(2, 16, 3, 3, device="meta"), unit.se, unit.bn3, unit.act3)

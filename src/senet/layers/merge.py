@@ -59,6 +59,15 @@ def fused_device(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu"
 
 
+def se_path(impl: str, device: torch.device | str, compiled: bool = False) -> str:
+    """What an SE block set to `impl` runs on `device` (eager, or under torch.compile), in words."""
+    if impl == "naive":
+        return "naive: the formula, every part of the block called as a module"
+    if compiled or not fused_device(device):
+        return "formula: plain PyTorch operations (the fused op runs on the CPU only, eager)"
+    return "fused: senet::se_merge with the unit's last BN folded in (CPU)"
+
+
 def _recording(x: Tensor) -> bool:
     """Whether a tracer, torch.fx (x a Proxy), an export or torch.compile is looking: they record the formula's
     plain operations, out of place."""
