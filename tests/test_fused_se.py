@@ -6,6 +6,7 @@ traceable by torch.compile without graph breaks."""
 from __future__ import annotations
 
 import copy
+import importlib
 
 import pytest
 import torch
@@ -18,6 +19,13 @@ from senet.layers.merge import batch_norm_affine, fused_device, fuses, spatial_s
 from senet.models.resnet import BasicBlock, Bottleneck
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+@pytest.fixture(autouse=True)
+def _fuse_small_tensors(monkeypatch):
+    """The merge fuses from `FUSE_MIN_ELEMENTS` elements on (below, the formula is faster); the tests here
+    run the fused path on small tensors."""
+    monkeypatch.setattr(importlib.import_module("senet.layers.merge"), "FUSE_MIN_ELEMENTS", 0)
 
 
 def _run(module: nn.Module, inputs: list[torch.Tensor], fused: bool):
@@ -529,5 +537,6 @@ def test_se_path_says_what_runs_where():
     assert se_path("fused", "cuda").startswith("formula:") and se_path("fused", "cpu", compiled=True).startswith("formula:")
     assert se_path("naive", "cpu").startswith("naive:")
     unit = Bottleneck(16, 4, se=SEConfig(reduction=4))
+    assert fuses(torch.empty(8, 16, 256, 256), unit.se, unit.bn3, unit.act3)
     assert fuses(torch.randn(2, 16, 3, 3), unit.se, unit.bn3, unit.act3)
     assert not fuses(torch.randn(2, 16, 3, 3, device="meta"), unit.se, unit.bn3, unit.act3)
