@@ -5,7 +5,7 @@
   (Sec. 3): the fast path of `senet.layers.merge` steps aside whenever an exporter traces, so the graph
   holds standard ONNX operators only (checked), and onnxruntime runs it; the largest difference from
   eager is reported.
-- TorchScript: `torch.jit.script`; where scripting a model fails, `torch.jit.trace` (said so).
+- TorchScript: `torch.jit.trace` (scripting is not supported: docs/model-api.md).
 - exported program (.pt2): `torch.export.export` with a dynamic batch, ATen operators only (checked).
 
 The ONNX file holds SE in onnxruntime's blocked-layout form (`senet.interop.onnx_form`) and, like the
@@ -304,19 +304,14 @@ def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bo
 
 def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None,
                         config: dict[str, Any], plain_form: bool = False) -> ExportResult:
-    notes = []
-    try:
-        with _quiet():
-            program = torch.jit.script(model)
-        how = "torch.jit.script"
-    except Exception as error:  # noqa: BLE001  (TorchScript's frontend raises several types)
-        with _quiet():
-            program = torch.jit.trace(model, (example,), check_trace=False)
-        how = "torch.jit.trace"
-        notes.append(
-            f"torch.jit.script cannot compile this model yet ({first_line(error)}); traced instead: the program "
-            "records this model's operations for inputs shaped like the example"
-        )
+    # Traced, not scripted: each unit's forward is written once, around the fused merge's custom op and the
+    # Python that chooses it, which TorchScript (deprecated) cannot compile; a trace records the formula's
+    # plain operations (docs/model-api.md).
+    with _quiet():
+        program = torch.jit.trace(model, (example,), check_trace=False)
+    how = "torch.jit.trace"
+    notes = ["traced: the program records this model's operations for inputs shaped like the example "
+             "(any batch size; `torch.jit.script` is not supported, docs/model-api.md)"]
     extra = {CONFIG_FILE: json.dumps(config)}
     atomic_write(output, lambda temp: torch.jit.save(program, str(temp), _extra_files=extra))
     loaded = torch.jit.load(str(output))
