@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from senet.analysis.excitation import PAPER_CHANNELS, ExcitationStats, sample_channels
+from senet.weights.checkpoint import atomic_write
 
 
 def _figure(width: float, height: float) -> Any:
@@ -18,6 +19,11 @@ def _figure(width: float, height: float) -> Any:
     figure = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(figure)
     return figure
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write `figure` as a PNG, atomically (a full or read-only disk: one line, and no half-written file)."""
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
 
 
 def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path) -> Path:
@@ -38,7 +44,7 @@ def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: 
     axes[-1].legend()
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
 
 
@@ -60,7 +66,7 @@ def _finish_block_figure(figure: Any, axes: Any, path: str | Path, ylabel: str) 
     figure.legend(handles, labels, loc="lower center", ncol=min(11, len(labels)), fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
 
 
@@ -135,5 +141,5 @@ def plot_ablation(
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
