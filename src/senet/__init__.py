@@ -3,12 +3,11 @@
 from senet.analysis import Complexity, complexity
 from senet.errors import ConfigError, SenetError, UnknownModelError
 from senet.interop.load import load_model
+from senet.interop.pretrained import create_model, list_models
 from senet.interop.retrofit import SEReport, add_se
 from senet.layers import SEConfig, ShapeError, SqueezeExcitation
 from senet.models import (
-    create_model,
     is_se_model,
-    list_models,
     plain_twin,
     register_model,
     se_twin,

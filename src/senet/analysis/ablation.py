@@ -26,11 +26,12 @@ from typing import Any
 import torch
 import yaml
 
-from senet.weights.checkpoint import atomic_write, read_weights_meta
-from senet.engine.config import RunConfig, plain
+from senet.engine.config import RunConfig
 from senet.engine.train import CONFIG_FILE, METRICS_FILE, flatten_config, prepare_config
 from senet.errors import ConfigError, SenetError, did_you_mean, shown
+from senet.weights.checkpoint import atomic_write, read_record
 from senet.weights.lock import FolderLock
+from senet.weights.record import plain
 
 SWEEP_FILE = "sweep.json"
 SWEEP_IN_USE = "wait for it to finish, or give another --output"
@@ -80,18 +81,11 @@ GRID = "grid"
 
 
 def model_stages(model: str, base: Mapping[str, Any] | None = None) -> list[int]:
-    """The `se_stages` numbers `model` accepts (paper numbering: conv2_x = 2 ...), found by asking create_model."""
+    """The `se_stages` numbers `model` accepts (paper numbering: conv2_x = 2 ...), as its family declares them."""
     from senet.models import create_model
 
-    stages = []
     with torch.device("meta"):
-        for stage in range(0, 9):
-            try:
-                create_model(model, **{**(base or {}), "se_stages": (stage,)})
-            except ConfigError:
-                continue
-            stages.append(stage)
-    return stages
+        return list(create_model(model, **(base or {})).stage_info.se_stages)
 
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -439,11 +433,11 @@ def collect(sweep: Sweep) -> list[Result]:
                 finals.append(history[-1])
                 seconds.append(sum(h["train_seconds"] for h in history))
             if runs:
-                meta = read_weights_meta(runs[0].folder / "model.safetensors")
+                record = read_record(runs[0].folder / "model.safetensors")
                 with torch.device("meta"):
-                    network = create_model(meta["model"], **meta.get("kwargs", {}))
-                size = meta["input_size"]
-                stats = complexity(network, (meta["channels"], *(size,) * (len(network.default_input_size) - 1)))
+                    network = create_model(record.model, **record.kwargs)
+                size = record.input_size
+                stats = complexity(network, (record.channels, *(size,) * (len(network.default_input_size) - 1)))
                 result.seeds, result.params, result.gmacs = len(runs), stats.params, stats.gmacs
                 result.top1 = _mean_std([f["val_top1_err"] for f in finals])
                 result.top5 = _mean_std([f["val_top5_err"] for f in finals])

@@ -38,8 +38,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     baseline = args.baseline
     if baseline is None and is_se_model(args.model):
         baseline = plain_twin(args.model)
-    if args.runtime == "onnxruntime":
-        return cmd_bench_onnxruntime(args, baseline)
+    if args.runtime != ("torch",):
+        return cmd_bench_runtimes(args, baseline)
     config = BenchConfig(
         model=args.model,
         baseline=None if baseline == "none" else baseline,
@@ -65,21 +65,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 
-def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int:
-    """`senet bench --runtime onnxruntime`: the exported models in onnxruntime against eager PyTorch."""
+def runtime_list(text: str) -> tuple[str, ...]:
+    """`--runtime`: torch, or a comma-separated list of the ONNX runtimes."""
+    from senet.interop.runtimes import RUNTIMES
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if names == ("torch",):
+        return names
+    bad = [name for name in names if name not in RUNTIMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give torch, or one or more of {', '.join(RUNTIMES)} separated by commas")
+    return names
+
+
+def cmd_bench_runtimes(args: argparse.Namespace, baseline: str | None) -> int:
+    """`senet bench --runtime onnxruntime,openvino`: the exported models in each runtime against eager PyTorch."""
     from senet.bench import SHARED_KWARGS
-    from senet.interop.export import onnxruntime_bench
+    from senet.interop.runtimes import runtime_bench
 
     unsupported = [flag for flag, on in (("--mode train", args.mode == "train"), ("--compile", args.compile),
                    ("--channels-last", args.channels_last), ("--amp", args.amp not in (None, False, "none")), ("--device cuda", args.device == "cuda"),
                    ("--se-impl naive", args.se_impl == "naive")) if on]
     if unsupported:
-        raise SenetError(f"--runtime onnxruntime times fp32 CPU inference of the exported model; drop {', '.join(unsupported)}")
+        raise SenetError(f"--runtime {','.join(args.runtime)} times fp32 CPU inference of the exported model; drop {', '.join(unsupported)}")
     kwargs = model_kwargs(args)
     progress = None if args.json or args.quiet else (lambda message: print(f"  {message}", file=sys.stderr))
-    result = onnxruntime_bench(
-        args.model, None if baseline == "none" else baseline, batch=args.batch_size, input_size=args.input_size,
-        threads=args.threads, repeats=args.repeats, warmup=args.warmup, model_kwargs=kwargs,
+    result = runtime_bench(
+        args.model, None if baseline == "none" else baseline, runtimes=args.runtime, batch=args.batch_size,
+        input_size=args.input_size, threads=args.threads, repeats=args.repeats, warmup=args.warmup, model_kwargs=kwargs,
         baseline_kwargs={k: v for k, v in kwargs.items() if k in SHARED_KWARGS}, progress=progress,
     )
     print(json.dumps(result.as_dict(), indent=1) if args.json else result.format())
@@ -89,7 +102,6 @@ def cmd_bench_onnxruntime(args: argparse.Namespace, baseline: str | None) -> int
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """`senet bench`."""
     from senet.bench import DEVICES, MODES
-    from senet.interop.export import RUNTIMES
     from senet.layers import SE_IMPLS
 
     p = sub.add_parser(
@@ -117,7 +129,8 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
     p.add_argument("--no-memory", action="store_true", help="skip the training memory measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object (model_ms, baseline_ms, ratio, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                   help="onnxruntime: the exported models in onnxruntime against eager PyTorch (inference, CPU)")
+    p.add_argument("--runtime", type=runtime_list, default=("torch",), metavar="RUNTIME[,RUNTIME]",
+                   help="torch (default), or onnxruntime and/or openvino (comma-separated): the exported models in "
+                   "each runtime against eager PyTorch (fp32 inference, CPU)")
     add_model_args(p)
     commands["bench"] = cmd_bench

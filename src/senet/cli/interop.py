@@ -31,8 +31,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from senet.interop.load import load_model
     from senet.interop.predict import format_prediction, image_files, predict
 
-    device = resolve_device(args.device, DistEnv())
-    model = load_model(args.checkpoint, source=args.source, model=args.model, ema=args.ema)
+    from senet.interop.runtimes import ExportedClassifier, is_exported
+
+    if is_exported(args.checkpoint):  # an exported (or quantized) file: its own preprocessing and class names
+        device, model = "cpu", ExportedClassifier(args.checkpoint, args.runtime)
+    else:
+        device = resolve_device(args.device, DistEnv())
+        model = load_model(args.checkpoint, source=args.source, model=args.model, ema=args.ema)
     files, failed = image_files(args.images)
     predictions, bad = predict(model, files, top=args.top, batch_size=args.batch_size, device=device, workers=args.workers)
     for image in failed + bad:
@@ -60,13 +65,28 @@ def cmd_export(args: argparse.Namespace) -> int:
         from senet.models import create_model
 
         model = create_model(args.model, **model_kwargs(args))
+    config = None if args.checkpoint else {"model": args.model, "model_kwargs": model_kwargs(args)}
     result = export_model(model, args.output, format=export_format, opset=args.opset, input_size=args.input_size,
-                          static_batch=args.static_batch, batch=args.batch_size, force=args.force)
+                          static_batch=args.static_batch, batch=args.batch_size, force=args.force, config=config,
+                          plain_form=args.plain_form)
     for note in result.notes:
         print(f"note: {note}")
     print(result.summary())
     return 0
 
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from senet.interop.load import load_model
+    from senet.interop.quantize import quantize_model
+
+    if Path(args.output).suffix != ".onnx":
+        raise SenetError(f"--output {args.output}: senet quantize writes ONNX; name it *.onnx")
+    model = load_model(args.checkpoint, source=args.source)
+    result = quantize_model(model, args.data, args.output, calibration_images=args.calibration_images,
+                            quantize_se=args.quantize_se, force=args.force, batch_size=args.batch_size, workers=args.workers)
+    print(result.summary())
+    return 0
 
 
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
@@ -91,7 +111,10 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
 
     p = sub.add_parser("predict", help="top-k classes of images with a checkpoint's own preprocessing and class names")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or folders (searched recursively)")
-    p.add_argument("--checkpoint", required=True, help="any checkpoint `senet convert` reads")
+    p.add_argument("--checkpoint", required=True, help="any checkpoint `senet convert` reads, or an .onnx file of "
+                   "senet export / senet quantize (its own preprocessing and class names)")
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="what runs an .onnx --checkpoint (default: onnxruntime)")
     p.add_argument("--top", type=positive_int, default=5, help="classes per image")
     add_batch_size_arg(p, default=32, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -112,5 +135,19 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
     add_batch_size_arg(p, default=2, help="batch of the example input")
     p.add_argument("--source", default="auto", help=f"the library that wrote the checkpoint: {sources}")
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    p.add_argument("--plain-form", action="store_true", help="ONNX: keep the exporter's SE graph (ReduceMean/ReduceSum "
+                   "squeeze, broadcast Mul) instead of onnxruntime's blocked-layout form")
     add_model_args(p)
     commands["export"] = cmd_export
+
+    p = sub.add_parser("quantize", help="static INT8 quantization of a trained model as ONNX (QDQ), SE blocks in float")
+    p.add_argument("--checkpoint", required=True, help="any checkpoint `senet convert` reads")
+    p.add_argument("--data", required=True, help="the images to calibrate on, same forms as for train (its training split)")
+    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument("--calibration-images", type=positive_int, default=256, help="images to calibrate on (default 256)")
+    p.add_argument("--quantize-se", action="store_true", help="quantize the SE blocks too (default: kept in float)")
+    add_batch_size_arg(p, default=32, help="calibration images per batch")
+    add_workers_arg(p, default=0, help="decoding processes (0: in this process)")
+    p.add_argument("--source", default="auto", help=f"the library that wrote the checkpoint: {sources}")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    commands["quantize"] = cmd_quantize

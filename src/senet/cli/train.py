@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """SE-ResNet-20 vs ResNet-20 trained on the built-in digits; table and figures."""
-    from senet.engine.demo import run_demo
+    from senet.analysis.demo import run_demo
 
     run_demo(args.output, epochs=args.epochs, seed=args.seed, jobs=args.jobs, overwrite=args.overwrite)
     return 0
@@ -148,8 +148,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_workers_arg(p, help="data loader processes per training process, at most the cores available "
                     "(default: the recipe's)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: each process's LOCAL_RANK GPU)")
-    p.add_argument("--pretrained", metavar="PATH", help="start from these weights (any file `senet convert` reads); "
-                   "the classifier is replaced and the input convolution adapted where the data differ")
+    p.add_argument("--pretrained", metavar="PATH|NAME", help="start from these weights (any file `senet convert` "
+                   "reads, or a model name whose released weights are in the hub / torch hub caches, e.g. "
+                   "seresnet50.a1_in1k); the classifier is replaced and the input convolution adapted where the data differ")
     p.add_argument("--source", help="the library that wrote --pretrained (default: auto, from the key names)")
     p.add_argument("--log-every", type=positive_int, help="a progress line every N steps when stdout is not a "
                    "terminal; the loss is read from the device this often (default: 50)")

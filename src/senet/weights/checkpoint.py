@@ -10,8 +10,9 @@ renamed into place: a process killed at any moment leaves either the complete ne
 and the previous one is deleted only after the new one is in place. meta.json, written last, holds the
 SHA-256 of every file, so a checkpoint damaged later (truncated copy, bad disk) is recognised.
 
-The weights files carry the metadata that rebuilds the model without flags (model name and keywords,
-class names, normalisation, input size) in the safetensors header under the key "senet".
+The weights files carry the record that rebuilds the model without flags (`weights.record.CheckpointRecord`:
+model name and keywords, class names, normalisation, input size) as JSON in the safetensors header under
+the key "senet".
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from senet.errors import NO_SPACE, FileSystemError, SenetError, cause, file_system_error, refusal
+from senet.weights.record import CheckpointRecord
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step-"
@@ -100,53 +102,59 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
 
 
-def weights_bytes(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
-    """A state dict as the bytes of a safetensors file with `meta` as JSON in its header (written by
-    senet's own file calls, so that a refusing disk reports its errno rather than a serialiser's message)."""
-    return safetensors_bytes(_tensors(state), metadata={META_KEY: json.dumps(meta)})
+def _header(record: CheckpointRecord) -> dict[str, str]:
+    return {META_KEY: record.to_json()}
 
 
-def save_weights(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a state dict as safetensors (atomically) with `meta` as JSON in its header."""
-    data = weights_bytes(state, meta)
+def weights_bytes(state: dict[str, torch.Tensor], record: CheckpointRecord) -> bytes:
+    """A state dict as the bytes of a safetensors file with `record` as JSON in its header (written by senet's
+    own file calls, so that a refusing disk reports its errno rather than a serialiser's message)."""
+    return safetensors_bytes(_tensors(state), metadata=_header(record))
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], record: CheckpointRecord) -> None:
+    """Write a state dict as safetensors (atomically) with `record` as JSON in its header."""
+    data = weights_bytes(state, record)
     atomic_write(Path(path), lambda temp: temp.write_bytes(data))
 
 
-def read_weights_meta(path: Path) -> dict[str, Any]:
-    """The senet metadata of a safetensors file (empty for files senet did not write)."""
+def read_record(path: Path) -> CheckpointRecord | None:
+    """The checkpoint record of a safetensors file (None for files senet did not write)."""
     try:
         with safe_open(str(path), framework="pt") as file:
             header = file.metadata() or {}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file ({error}); it may be truncated or corrupt") from None
+    if META_KEY not in header:
+        return None
     try:
-        return json.loads(header[META_KEY]) if META_KEY in header else {}
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path} has unreadable senet metadata") from None
+        return CheckpointRecord.from_json(header[META_KEY], str(path))
+    except SenetError as error:
+        raise CheckpointError(str(error)) from None
 
 
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, senet metadata) of a safetensors file; CheckpointError if it is damaged."""
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointRecord | None]:
+    """(state dict, checkpoint record or None) of a safetensors file; CheckpointError if it is damaged."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
-    meta = read_weights_meta(path)
+    record = read_record(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as error:
         raise CheckpointError(f"{path} cannot be read ({error}); it may be truncated or corrupt") from None
-    return state, meta
+    return state, record
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: model (and EMA) weights, the trainer's state and the weights' metadata."""
+    """A loaded checkpoint: model (and EMA) weights, the trainer's state and the weights' record."""
 
     path: Path
     step: int
     model: dict[str, torch.Tensor]
     trainer: dict[str, Any]
-    meta: dict[str, Any]
+    record: CheckpointRecord | None
     ema: dict[str, torch.Tensor] | None = None
 
 
@@ -168,7 +176,7 @@ def save_checkpoint(
     *,
     model: dict[str, torch.Tensor],
     trainer: dict[str, Any],
-    meta: dict[str, Any],
+    record: CheckpointRecord,
     ema: dict[str, torch.Tensor] | None = None,
     keep: int = 2,
 ) -> Path:
@@ -179,15 +187,15 @@ def save_checkpoint(
     folder = Path(run_dir) / CHECKPOINTS
     final = folder / f"{PREFIX}{step:08d}"
     temp = folder / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
-    files = {"model.safetensors": weights_bytes(model, meta)}
+    files = {"model.safetensors": weights_bytes(model, record)}
     if ema is not None:
-        files["ema.safetensors"] = weights_bytes(ema, meta)
+        files["ema.safetensors"] = weights_bytes(ema, record)
     buffer = io.BytesIO()
     torch.save(trainer, buffer)
     files["trainer.pt"] = buffer.getvalue()
-    record = {"format": FORMAT, "version": 1, "step": step,
-              "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
-    files["meta.json"] = json.dumps(record, indent=1).encode()
+    manifest = {"format": FORMAT, "version": 1, "step": step,
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+    files["meta.json"] = json.dumps(manifest, indent=1).encode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temp, ignore_errors=True)
@@ -232,9 +240,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        record = json.loads((path / "meta.json").read_text())
-        files = dict(record["files"])
-        step = int(record["step"])
+        manifest = json.loads((path / "meta.json").read_text())
+        files = dict(manifest["files"])
+        step = int(manifest["step"])
     except (OSError, ValueError, KeyError, TypeError):
         raise CheckpointError(f"checkpoint {path} has no readable meta.json; it is incomplete or corrupt") from None
     for name, digest in files.items():
@@ -243,7 +251,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
         if _sha256(file) != digest:
             raise CheckpointError(f"checkpoint file {file} is corrupt or truncated (its checksum does not match)")
-    model, meta = load_weights(path / "model.safetensors")
+    model, record = load_weights(path / "model.safetensors")
     ema = load_weights(path / "ema.safetensors")[0] if "ema.safetensors" in files else None
     try:
         trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
@@ -253,7 +261,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{path / 'trainer.pt'} cannot be loaded as trainer state ({reason}); it is corrupt or not from senet"
         ) from None
-    return Checkpoint(path, step, model, trainer, meta, ema)
+    return Checkpoint(path, step, model, trainer, record, ema)
 
 
 def latest_checkpoint(run_dir: Path, *, warn: Callable[[str], None] | None = None) -> Checkpoint | None:
@@ -272,23 +280,23 @@ def latest_checkpoint(run_dir: Path, *, warn: Callable[[str], None] | None = Non
     return None
 
 
-def resolve_weights(path: str | Path, *, ema: bool = False) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
-    """(state dict, metadata, file) from a run folder, a checkpoint folder or a .safetensors file."""
+def resolve_weights(path: str | Path, *, ema: bool = False) -> tuple[dict[str, Tensor], CheckpointRecord | None, Path]:
+    """(state dict, record, file) from a run folder, a checkpoint folder or a .safetensors file."""
     path = Path(path).expanduser()
     if path.is_file():
-        state, meta = load_weights(path)
-        return state, meta, path
+        state, record = load_weights(path)
+        return state, record, path
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist; give a run folder, a checkpoint folder or a .safetensors file")
     if (path / "meta.json").is_file():  # one checkpoint folder
         checkpoint = load_checkpoint(path)
         if ema and checkpoint.ema is None:
             raise CheckpointError(f"checkpoint {path} has no EMA weights (the run had no --ema-decay)")
-        return (checkpoint.ema if ema else checkpoint.model), checkpoint.meta, path
+        return (checkpoint.ema if ema else checkpoint.model), checkpoint.record, path
     final = path / ("model_ema.safetensors" if ema else "model.safetensors")
     if final.is_file():
-        state, meta = load_weights(final)
-        return state, meta, final
+        state, record = load_weights(final)
+        return state, record, final
     candidates = checkpoint_dirs(path)
     if candidates:
         return resolve_weights(candidates[0], ema=ema)

@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from senet.analysis.complexity import complexity
+from senet.analysis.excitation import excitation_study
+from senet.analysis.plots import plot_training_curves
+from senet.data import open_data
 from senet.engine.pool import threads_per_job, train_one, worker_pool
 from senet.engine.train import METRICS_FILE, prepare_config
 from senet.errors import ConfigError
-from senet.weights.checkpoint import atomic_write, load_weights
+from senet.interop.load import load_for_evaluation
+from senet.weights.checkpoint import atomic_write
 from senet.weights.lock import FolderLock
 
 MODELS = ("se_resnet20", "resnet20")
@@ -53,10 +58,6 @@ def run_demo(
 
     An earlier demo's runs in `output` are kept (ConfigError) unless `overwrite`, as `senet train` does.
     """
-    from senet.analysis import complexity
-    from senet.analysis.excitation import excitation_study
-    from senet.analysis.plots import plot_training_curves
-    from senet.data import open_data
 
     output = Path(output)
     with FolderLock(output, fix="wait for it to finish, or give another --output"):
@@ -101,15 +102,12 @@ def run_demo(
         runs = {name: DemoRun(name, **summary) for name, summary in summaries.items()}
 
         # The comparison table: final validation errors, size, cost, speed.
-        from senet.engine.evaluate import model_from_meta
-
         models = {}
         rows = []
         for name in MODELS:
-            state, meta = load_weights(output / name / "model.safetensors")
-            models[name] = model_from_meta(state, meta, output / name)
-            size = meta["input_size"]
-            stats = complexity(models[name], (meta["channels"], size, size))
+            models[name], record, _ = load_for_evaluation(output / name / "model.safetensors")
+            size = record.input_size
+            stats = complexity(models[name], (record.channels, size, size))
             final = runs[name].history[-1]
             rows.append(
                 {
