@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -212,7 +213,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
               "with --only $SLURM_ARRAY_TASK_ID); repeat the command without --only, or with --collect, for the table",
               file=sys.stderr)
         return 0
-    ablate(**settings, jobs=args.jobs or 1, only=args.only, collect_only=args.collect)
+    try:
+        ablate(**settings, jobs=args.jobs or 1, only=args.only, collect_only=args.collect)
+    except KeyboardInterrupt:  # (the runs' own message would say `senet train --resume` of one run)
+        raise KeyboardInterrupt(
+            "the finished runs are kept and each interrupted run keeps its newest checkpoint\n"
+            f"continue the sweep with the same command: {shlex.join(['senet', *args._argv])}"
+        ) from None
     return 0
 
 

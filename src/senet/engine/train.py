@@ -44,7 +44,7 @@ from senet.engine.ema import ModelEma
 from senet.engine.evaluate import EvalResult, autocast, check_input_size, device_batches, evaluate
 from senet.engine.recipes import resolve_config
 from senet.engine.schedule import Plateau, lr_factor
-from senet.errors import ConfigError, SenetError, shown
+from senet.errors import ConfigError, FileSystemError, SenetError, shown
 from senet.interop.load import build_network, recognise_file
 from senet.models import create_model
 from senet.weights.cache import find_weights, is_model_name
@@ -58,6 +58,7 @@ from senet.weights.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from senet.weights.lock import FolderInUse, FolderLock
 from senet.weights.record import CheckpointRecord, plain
 from senet.weights.state import load_strict
 
@@ -517,13 +518,30 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         deterministic = torch.are_deterministic_algorithms_enabled()
+        self.lock = FolderLock(self.output, fix="wait for it to finish, or train into another --output")
         try:
             self.setup()
+            self._lock()
             return self._fit()
         finally:
+            self.lock.release()
             if torch.are_deterministic_algorithms_enabled() != deterministic:
                 torch.use_deterministic_algorithms(deterministic)
             dist_utils.shutdown()
+
+    def _lock(self) -> None:
+        """One writer per run folder: take its lock before anything is written (under torchrun rank 0 takes it
+        and every process stops alike if another run holds it)."""
+        failure = None
+        if self.env.is_main:
+            try:
+                self.lock.acquire()
+            except (FolderInUse, FileSystemError) as error:
+                failure = [isinstance(error, FolderInUse), str(error)]
+        failure = dist_utils.all_gather_objects(failure, self.device)[0]
+        if failure is not None:
+            in_use, message = failure
+            raise (FolderInUse if in_use else FileSystemError)(message)
 
     def _fit(self) -> TrainResult:
         cfg, env = self.config, self.env
