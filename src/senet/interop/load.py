@@ -10,6 +10,7 @@ every shape equal. For fine-tuning, a different class count replaces the classif
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from senet.weights.checkpoint import save_weights
 from senet.engine.config import plain
 from senet.errors import ConfigError, SenetError
 from senet.weights.files import WeightsFile, read_weights
-from senet.interop.sources import Recognised, recognise
+from senet.interop.sources import AssumedSourceWarning, Recognised, recognise
 from senet.models.features import check_features_only, with_features_only
 
 DEFAULT_CROP_PCT = 0.875  # the paper's 224 / 256 (Sec. 5.1)
@@ -88,10 +89,14 @@ def recognise_file(
         if model is None:
             raise ConfigError(f"{weights.path} has senet's keys but no metadata naming the model; pass --model NAME")
         return Recognised("senet", model, model, _senet_kwargs(model, weights.state_dict), weights.state_dict, {}), weights
+    prefer = "timm" if "models--timm--" in str(weights.path) else None  # timm's hub cache
     try:
-        return recognise(weights.state_dict, source=source, model=model, config=weights.config), weights
+        recognised = recognise(weights.state_dict, source=source, model=model, config=weights.config, prefer=prefer)
     except SenetError as error:  # say which file
         raise type(error)(f"{weights.path}: {error}") from None
+    if recognised.assumed:
+        warnings.warn(f"{weights.path}: {recognised.assumed}", AssumedSourceWarning, stacklevel=3)
+    return recognised, weights
 
 
 def _has_keys_of(model: str, state: dict[str, Tensor]) -> bool:
