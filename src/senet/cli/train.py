@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,7 @@ TRAIN_FLAGS = {
     "tensorboard": "train.tensorboard",
     "pretrained": "model.pretrained",
     "source": "model.source",
+    "add_se": "model.add_se",
     "log_every": "train.log_every",
 }
 
@@ -148,6 +150,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    "reads, or a model name whose released weights are in the hub / torch hub caches, e.g. "
                    "seresnet50.a1_in1k); the classifier is replaced and the input convolution adapted where the data differ")
     p.add_argument("--source", help="the library that wrote --pretrained (default: auto, from the key names)")
+    p.add_argument("--add-se", nargs="?", const="identity", choices=("identity", "default"), metavar="INIT",
+                   help="add SE blocks to the --pretrained plain network (its SE twin is trained); INIT identity "
+                   "(the default: the network starts computing exactly what the pretrained one did) or default "
+                   "(the paper's He initialisation; each gate starts near 1/2)")
     p.add_argument("--log-every", type=positive_int, help="a progress line every N steps when stdout is not a "
                    "terminal; the loss is read from the device this often (default: 50)")
     add_output_format_args(p, quiet="no progress or epoch lines; only the final result line")
@@ -212,7 +218,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
               "with --only $SLURM_ARRAY_TASK_ID); repeat the command without --only, or with --collect, for the table",
               file=sys.stderr)
         return 0
-    ablate(**settings, jobs=args.jobs or 1, only=args.only, collect_only=args.collect)
+    try:
+        ablate(**settings, jobs=args.jobs or 1, only=args.only, collect_only=args.collect)
+    except KeyboardInterrupt:  # (the runs' own message would say `senet train --resume` of one run)
+        raise KeyboardInterrupt(
+            "the finished runs are kept and each interrupted run keeps its newest checkpoint\n"
+            f"continue the sweep with the same command: {shlex.join(['senet', *args._argv])}"
+        ) from None
     return 0
 
 
