@@ -17,7 +17,8 @@ import yaml
 from training_fixtures import TINY_DATA, subprocess_env
 
 from senet.cli import main
-from senet.engine.evaluate import evaluate_checkpoint
+from senet.engine.evaluate import evaluate_network
+from senet.interop.load import load_for_evaluation
 from senet.weights.lock import LOCK_FILE, FolderInUse, FolderLock, command_line
 
 TRAIN = ["--model", "se_resnet20", "--data", TINY_DATA, "--input-size", "8", "-b", "16", "--workers", "0",
@@ -76,7 +77,7 @@ def test_processes_started_together_one_trains(tmp_path: Path) -> None:
     # The weights in the folder are the winner's: its config, and `senet eval` gives the loss it reported.
     assert yaml.safe_load((output / "config.yaml").read_text())["train"]["seed"] == seed
     reported = json.loads(out.strip().splitlines()[-1])
-    assert evaluate_checkpoint(output, workers=0, device="cpu")["loss"] == round(reported["val_loss"], 4)
+    assert evaluate_network(load_for_evaluation(output), workers=0, device="cpu")["loss"] == round(reported["val_loss"], 4)
     assert not (output / LOCK_FILE).exists()
 
 
