@@ -47,8 +47,8 @@ from senet import allocator
 from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers import SE_IMPLS, se_path, set_se_impl
 
-MODES = ("infer", "train")
-DEVICES = ("cpu", "cuda")
+from senet.options import BENCH_DEVICES as DEVICES
+from senet.options import BENCH_MODES as MODES
 # Model keywords that describe the network rather than its SE blocks: a plain baseline shares them.
 SHARED_KWARGS = ("layout", "num_classes", "in_chans")
 

@@ -20,6 +20,7 @@ from senet.weights.checkpoint import (
     save_weights,
 )
 from senet.engine.train import rng_state, set_rng_state
+from senet.errors import FileSystemError
 from senet.weights.record import CheckpointRecord
 
 
@@ -93,15 +94,17 @@ def test_trainer_state_is_never_unpickled_beyond_weights_only(tmp_path):
 
 def test_a_failed_write_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     save_checkpoint(tmp_path, 1, model=state(1.0), trainer=trainer(1), record=CheckpointRecord("x"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "checkpoints" / "step-00000001").iterdir()}
 
-    def disk_full(obj, path):
-        open(path, "wb").write(b"partial")
+    def disk_full(source, target):  # the folder written, then the disk refuses (as a full one would, any time)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt.torch, "save", disk_full)
-    with pytest.raises(CheckpointError, match=r"could not write checkpoint .*step-00000002.*No space left.*step-00000001 is kept"):
+    monkeypatch.setattr(ckpt.os, "replace", disk_full)
+    with pytest.raises(FileSystemError, match=r"^no space left on device while writing checkpoint step 2 to .*checkpoints "
+                       r"\(needs ~0\.\d MB\); the previous checkpoint .*step-00000001 is intact$"):
         save_checkpoint(tmp_path, 2, model=state(2.0), trainer=trainer(2), record=CheckpointRecord("x"))
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]  # no .tmp-step-* left
+    assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoints" / "step-00000001").iterdir()} == before
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "checkpoints" / "step-00000001").step == 1
 

@@ -26,6 +26,8 @@ from senet.engine.pool import threads_per_job, train_one, worker_pool
 from senet.engine.train import METRICS_FILE, prepare_config
 from senet.errors import ConfigError
 from senet.interop.load import load_for_evaluation
+from senet.weights.checkpoint import atomic_write
+from senet.weights.lock import FolderLock
 
 MODELS = ("se_resnet20", "resnet20")
 
@@ -58,87 +60,89 @@ def run_demo(
     """
 
     output = Path(output)
-    earlier = [output / name for name in MODELS if (output / name).exists()]
-    if earlier and not overwrite:
-        raise ConfigError(
-            f"{output} already holds an earlier demo ({', '.join(str(p) for p in earlier)}); replace it with "
-            "--overwrite or choose another --output"
-        )
-    digits = open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
-    cores = os.cpu_count() or 1
-    jobs = jobs or (2 if cores >= 2 else 1)
-    threads = threads_per_job(jobs)
-    overrides: dict[str, Any] = {"train.seed": seed}
-    if epochs is not None:
-        overrides["schedule.epochs"] = epochs
-    configs = {name: prepare_config("demo", overrides | {"model.name": name})[0] for name in MODELS}
-    output.mkdir(parents=True, exist_ok=True)
-    for path in earlier:  # asked to overwrite: the demo's own folders from an earlier demo
-        shutil.rmtree(path, ignore_errors=True)
-    total_epochs = configs[MODELS[0]].schedule.epochs
-    log(
-        f"senet demo: {' vs '.join(MODELS)} on scikit-learn's digits ({len(digits.train)} train / {len(digits.val)} val images, 8x8 upsampled "
-        f"to {configs[MODELS[0]].data.input_size}x{configs[MODELS[0]].data.input_size}), {total_epochs} epochs, "
-        f"seed {seed}, {jobs} process(es) x {threads} thread(s)"
-    )
-
-    start = time.perf_counter()
-    summaries: dict[str, dict[str, Any]] = {}
-    if jobs >= 2:
-        with worker_pool(len(MODELS)) as pool:
-            futures = {
-                name: pool.submit(train_one, configs[name].to_dict(), str(output / name), threads) for name in MODELS
-            }
-            _follow(futures, output, total_epochs, log)
-            summaries = {name: future.result() for name, future in futures.items()}
-    else:
-        for name in MODELS:
-            summaries[name] = train_one(configs[name].to_dict(), str(output / name), threads)
-            _report_epochs(name, summaries[name]["history"], 0, total_epochs, log)
-    wall = time.perf_counter() - start
-    runs = {name: DemoRun(name, **summary) for name, summary in summaries.items()}
-
-    # The comparison table: final validation errors, size, cost, speed.
-    models = {}
-    rows = []
-    for name in MODELS:
-        models[name], record, _ = load_for_evaluation(output / name / "model.safetensors")
-        size = record.input_size
-        stats = complexity(models[name], (record.channels, size, size))
-        final = runs[name].history[-1]
-        rows.append(
-            {
-                "model": name,
-                "top1_err": final["val_top1_err"],
-                "top5_err": final["val_top5_err"],
-                "params": stats.params,
-                "macs": stats.macs,
-                "train_seconds": runs[name].train_seconds,
-                "images_per_s": runs[name].images_per_s,
-            }
-        )
-    log("")
-    log(f"{'model':12s} {'top-1 err':>9s} {'top-5 err':>9s} {'params':>8s} {'MMACs':>7s} {'train time':>10s} {'images/s':>9s}")
-    for row in rows:
+    with FolderLock(output, fix="wait for it to finish, or give another --output"):
+        earlier = [output / name for name in MODELS if (output / name).exists()]
+        if earlier and not overwrite:
+            raise ConfigError(
+                f"{output} already holds an earlier demo ({', '.join(str(p) for p in earlier)}); replace it with "
+                "--overwrite or choose another --output"
+            )
+        digits = open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
+        cores = os.cpu_count() or 1
+        jobs = jobs or (2 if cores >= 2 else 1)
+        threads = threads_per_job(jobs)
+        overrides: dict[str, Any] = {"train.seed": seed}
+        if epochs is not None:
+            overrides["schedule.epochs"] = epochs
+        configs = {name: prepare_config("demo", overrides | {"model.name": name})[0] for name in MODELS}
+        output.mkdir(parents=True, exist_ok=True)
+        for path in earlier:  # asked to overwrite: the demo's own folders from an earlier demo
+            shutil.rmtree(path, ignore_errors=True)
+        total_epochs = configs[MODELS[0]].schedule.epochs
         log(
-            f"{row['model']:12s} {row['top1_err']:8.2f}% {row['top5_err']:8.2f}% {row['params'] / 1e6:7.3f}M "
-            f"{row['macs'] / 1e6:7.2f} {row['train_seconds']:9.1f}s {row['images_per_s']:9.0f}"
+            f"senet demo: {' vs '.join(MODELS)} on scikit-learn's digits ({len(digits.train)} train / {len(digits.val)} val images, 8x8 upsampled "
+            f"to {configs[MODELS[0]].data.input_size}x{configs[MODELS[0]].data.input_size}), {total_epochs} epochs, "
+            f"seed {seed}, {jobs} process(es) x {threads} thread(s)"
         )
-    log(f"(validation: {len(digits.val)} images, one image is {100 / len(digits.val):.2f}%; wall time {wall:.0f} s)")
 
-    # Figures: curves of both runs; per-class excitation of the SE network on the validation images.
-    curves = plot_training_curves({name: runs[name].history for name in MODELS}, output / "curves.png")
-    se_name = MODELS[0]
-    excitation = excitation_study(output / se_name, output=output, images_per_class=None, overwrite=True, device="cpu",
-                                  progress=False, title=f"{se_name} on digits")
-    excitation_png = excitation.figures[0]
-    log(excitation.summary())
-    log(f"figures: {curves} (training curves), {excitation_png} and {excitation.figures[1]} (excitation per SE block, "
-        f"Figs. 6-7; the numbers: {excitation.json_path})")
-    log(f"runs: {output / MODELS[0]}, {output / MODELS[1]} (config.yaml, metrics.jsonl, model.safetensors)")
-    summary = {"rows": rows, "wall_seconds": wall, "curves": str(curves), "excitation": str(excitation_png)}
-    (output / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+        start = time.perf_counter()
+        summaries: dict[str, dict[str, Any]] = {}
+        if jobs >= 2:
+            with worker_pool(len(MODELS)) as pool:
+                futures = {
+                    name: pool.submit(train_one, configs[name].to_dict(), str(output / name), threads) for name in MODELS
+                }
+                _follow(futures, output, total_epochs, log)
+                summaries = {name: future.result() for name, future in futures.items()}
+        else:
+            for name in MODELS:
+                summaries[name] = train_one(configs[name].to_dict(), str(output / name), threads)
+                _report_epochs(name, summaries[name]["history"], 0, total_epochs, log)
+        wall = time.perf_counter() - start
+        runs = {name: DemoRun(name, **summary) for name, summary in summaries.items()}
+
+        # The comparison table: final validation errors, size, cost, speed.
+        models = {}
+        rows = []
+        for name in MODELS:
+            models[name], record, _ = load_for_evaluation(output / name / "model.safetensors")
+            size = record.input_size
+            stats = complexity(models[name], (record.channels, size, size))
+            final = runs[name].history[-1]
+            rows.append(
+                {
+                    "model": name,
+                    "top1_err": final["val_top1_err"],
+                    "top5_err": final["val_top5_err"],
+                    "params": stats.params,
+                    "macs": stats.macs,
+                    "train_seconds": runs[name].train_seconds,
+                    "images_per_s": runs[name].images_per_s,
+                }
+            )
+        log("")
+        log(f"{'model':12s} {'top-1 err':>9s} {'top-5 err':>9s} {'params':>8s} {'MMACs':>7s} {'train time':>10s} {'images/s':>9s}")
+        for row in rows:
+            log(
+                f"{row['model']:12s} {row['top1_err']:8.2f}% {row['top5_err']:8.2f}% {row['params'] / 1e6:7.3f}M "
+                f"{row['macs'] / 1e6:7.2f} {row['train_seconds']:9.1f}s {row['images_per_s']:9.0f}"
+            )
+        log(f"(validation: {len(digits.val)} images, one image is {100 / len(digits.val):.2f}%; wall time {wall:.0f} s)")
+
+        # Figures: curves of both runs; per-class excitation of the SE network on the validation images.
+        curves = plot_training_curves({name: runs[name].history for name in MODELS}, output / "curves.png")
+        se_name = MODELS[0]
+        excitation = excitation_study(output / se_name, output=output, images_per_class=None, overwrite=True, device="cpu",
+                                      progress=False, title=f"{se_name} on digits")
+        excitation_png = excitation.figures[0]
+        log(excitation.summary())
+        log(f"figures: {curves} (training curves), {excitation_png} and {excitation.figures[1]} (excitation per SE block, "
+            f"Figs. 6-7; the numbers: {excitation.json_path})")
+        log(f"runs: {output / MODELS[0]}, {output / MODELS[1]} (config.yaml, metrics.jsonl, model.safetensors)")
+        summary = {"rows": rows, "wall_seconds": wall, "curves": str(curves), "excitation": str(excitation_png)}
+        text = json.dumps(summary, indent=1)
+        atomic_write(output / "summary.json", lambda temp: temp.write_text(text))
+        return summary
 
 
 def _report_epochs(name: str, rows: list[dict[str, Any]], done: int, total: int, log: Callable[[str], None]) -> int:

@@ -31,11 +31,12 @@ from senet.engine.evaluate import device_batches, eval_pipeline
 from senet.errors import ConfigError, did_you_mean
 from senet.interop.load import load_for_evaluation
 from senet.layers import SqueezeExcitation, se_impl
+from senet.options import PAPER_CHANNELS, PAPER_IMAGES_PER_CLASS
+from senet.weights.checkpoint import atomic_write
+from senet.weights.lock import FolderLock
 
 # Gate values beyond these count as saturated (a sigmoid gate's s near 1 passes the channel unchanged).
 SATURATION_HIGH, SATURATION_LOW = 0.99, 0.01
-# The paper's Fig. 6: 50 images of each class, 50 of each block's channels.
-PAPER_IMAGES_PER_CLASS, PAPER_CHANNELS = 50, 50
 RESULTS = ("excitation.json", "excitation.png", "excitation_spread.png")
 
 
@@ -357,39 +358,41 @@ def excitation_study(
     per-class means over `channels` sampled channels) and excitation_spread.png (Fig. 7: mean ± std over
     the images of `classes`, default the first four)."""
     output = Path(output)
-    check_results_free(output, overwrite)
-    torch_device = resolve_device(device, DistEnv())
-    model, record, source = loaded = load_for_evaluation(checkpoint, ema=ema)
-    chosen = list(select_blocks(model, blocks, what=f"{source} ({record.model})"))  # before reading any data
-    pipeline = eval_pipeline(loaded, data, batch_size=batch_size, workers=workers, device=torch_device,
-                             select=lambda images: images_per_class_of(images, images_per_class))
-    names = list(record.classes or pipeline.images.classes)
-    spread_classes = _class_indices(names, classes)
-    loader = progress_bar(pipeline.loader, len(pipeline.loader.sampler), "excitation", disable=not progress)
-    stats = collect_excitations(pipeline.model, device_batches(loader, pipeline.normalize), len(names), classes=names,
-                                blocks=chosen)
-    output.mkdir(parents=True, exist_ok=True)
-    label = title or f"{record.model} on {pipeline.data}"
-    result = {
-        "checkpoint": str(pipeline.source),
-        "model": record.model,
-        "data": pipeline.data,
-        "input_size": pipeline.input_size,
-        "images": int(stats.counts.sum()),
-        "images_per_class": images_per_class,
-        "classes": names,
-        "counts": stats.counts.tolist(),
-        "saturation_thresholds": [SATURATION_HIGH, SATURATION_LOW],
-        "blocks": stats_as_json(stats, se_block_paths(pipeline.model), channels),
-    }
-    json_path = output / RESULTS[0]
-    json_path.write_text(json.dumps(result, indent=1))
-    figures = [
-        plot_excitations(stats, output / RESULTS[1], title=f"{label}\nmean excitation per class (paper Fig. 6)", channels=channels),
-        plot_excitation_spread(stats, output / RESULTS[2], spread_classes, channels=channels,
-                               title=f"{label}\nexcitation: mean ± std over the images of a class (paper Fig. 7)"),
-    ]
-    return ExcitationStudy(stats, json_path, figures, record.model, int(stats.counts.sum()))
+    with FolderLock(output, fix="wait for it to finish, or write into another --output"):
+        check_results_free(output, overwrite)
+        torch_device = resolve_device(device, DistEnv())
+        model, record, source = loaded = load_for_evaluation(checkpoint, ema=ema)
+        chosen = list(select_blocks(model, blocks, what=f"{source} ({record.model})"))  # before reading any data
+        pipeline = eval_pipeline(loaded, data, batch_size=batch_size, workers=workers, device=torch_device,
+                                 select=lambda images: images_per_class_of(images, images_per_class))
+        names = list(record.classes or pipeline.images.classes)
+        spread_classes = _class_indices(names, classes)
+        loader = progress_bar(pipeline.loader, len(pipeline.loader.sampler), "excitation", disable=not progress)
+        stats = collect_excitations(pipeline.model, device_batches(loader, pipeline.normalize), len(names), classes=names,
+                                    blocks=chosen)
+        output.mkdir(parents=True, exist_ok=True)
+        label = title or f"{record.model} on {pipeline.data}"
+        result = {
+            "checkpoint": str(pipeline.source),
+            "model": record.model,
+            "data": pipeline.data,
+            "input_size": pipeline.input_size,
+            "images": int(stats.counts.sum()),
+            "images_per_class": images_per_class,
+            "classes": names,
+            "counts": stats.counts.tolist(),
+            "saturation_thresholds": [SATURATION_HIGH, SATURATION_LOW],
+            "blocks": stats_as_json(stats, se_block_paths(pipeline.model), channels),
+        }
+        json_path = output / RESULTS[0]
+        text = json.dumps(result, indent=1)
+        atomic_write(json_path, lambda temp: temp.write_text(text))
+        figures = [
+            plot_excitations(stats, output / RESULTS[1], title=f"{label}\nmean excitation per class (paper Fig. 6)", channels=channels),
+            plot_excitation_spread(stats, output / RESULTS[2], spread_classes, channels=channels,
+                                   title=f"{label}\nexcitation: mean ± std over the images of a class (paper Fig. 7)"),
+        ]
+        return ExcitationStudy(stats, json_path, figures, record.model, int(stats.counts.sum()))
 
 
 def images_per_class_of(images: Any, count: int | None) -> list[int]:

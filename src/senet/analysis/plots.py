@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from senet.weights.checkpoint import atomic_write
 
 
 def _figure(width: float, height: float) -> Any:
@@ -17,6 +18,11 @@ def _figure(width: float, height: float) -> Any:
     figure = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(figure)
     return figure
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write `figure` as a PNG, atomically (a full or read-only disk: one line, and no half-written file)."""
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
 
 
 def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path) -> Path:
@@ -37,7 +43,7 @@ def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: 
     axes[-1].legend()
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
 
 
@@ -61,7 +67,7 @@ def finish_block_figure(figure: Any, axes: Any, path: str | Path, ylabel: str) -
     figure.legend(handles, labels, loc="lower center", ncol=min(11, len(labels)), fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
 
 
@@ -97,5 +103,5 @@ def plot_ablation(
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path

@@ -44,7 +44,7 @@ from senet.engine.ema import ModelEma
 from senet.engine.evaluate import EvalResult, autocast, check_input_size, device_batches, evaluate
 from senet.engine.recipes import resolve_config
 from senet.engine.schedule import Plateau, lr_factor
-from senet.errors import ConfigError, SenetError, shown
+from senet.errors import ConfigError, FileSystemError, SenetError, shown
 from senet.interop.load import build_network, recognise_file
 from senet.models import create_model
 from senet.weights.cache import find_weights, is_model_name
@@ -58,6 +58,7 @@ from senet.weights.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from senet.weights.lock import FolderInUse, FolderLock
 from senet.weights.record import CheckpointRecord, plain
 from senet.weights.state import load_strict
 
@@ -300,7 +301,15 @@ class Trainer:
             source = source if source not in (None, "auto") else found.wanted.source
         self.pretrained, _ = recognise_file(cfg.model.pretrained, source=source or "auto", model=cfg.model.name)
         kwargs = {k: v for k, v in self.pretrained.model_kwargs.items() if k not in ("num_classes", "in_chans")}
-        self.config = cfg.replace({"model.name": self.pretrained.model_name, "model.source": self.pretrained.source,
+        name = self.pretrained.model_name
+        if cfg.model.add_se is not None:
+            from senet.models import is_se_model, se_twin
+
+            if is_se_model(name) or se_twin(name) is None:
+                raise ConfigError(f"--add-se adds SE to a plain network; {cfg.model.pretrained} holds {name}"
+                                  + (", which has SE already" if is_se_model(name) else ", which has no SE twin in senet"))
+            name = se_twin(name)
+        self.config = cfg.replace({"model.name": name, "model.source": self.pretrained.source,
                                    "model.kwargs": kwargs | dict(cfg.model.kwargs)})
         return self.config
 
@@ -314,6 +323,16 @@ class Trainer:
         self.log(f"pretrained weights: {self.pretrained.describe()}")
         for note in notes:
             self.log(f"pretrained weights: {note}")
+        if self.config.model.add_se is not None:
+            from senet.interop.retrofit import add_se
+
+            add_se(model, init=self.config.model.add_se, input_size=(kwargs["in_chans"], self.input_size, self.input_size))
+            with torch.device("meta"):  # the run's model (its config, its saved weights) is the SE twin
+                twin = create_model(self.config.model.name, **kwargs).state_dict()
+            if {k: v.shape for k, v in twin.items()} != {k: v.shape for k, v in model.state_dict().items()}:
+                raise ConfigError(f"--add-se on {self.pretrained.model_name} gives a network other than "
+                                  f"{self.config.model.name}; add SE in Python (senet.add_se) instead")
+            self.log(f"pretrained weights: {model.se_report.summary} (init={self.config.model.add_se})")
         return model
 
     def _set_determinism(self) -> None:
@@ -517,13 +536,30 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         deterministic = torch.are_deterministic_algorithms_enabled()
+        self.lock = FolderLock(self.output, fix="wait for it to finish, or train into another --output")
         try:
             self.setup()
+            self._lock()
             return self._fit()
         finally:
+            self.lock.release()
             if torch.are_deterministic_algorithms_enabled() != deterministic:
                 torch.use_deterministic_algorithms(deterministic)
             dist_utils.shutdown()
+
+    def _lock(self) -> None:
+        """One writer per run folder: take its lock before anything is written (under torchrun rank 0 takes it
+        and every process stops alike if another run holds it)."""
+        failure = None
+        if self.env.is_main:
+            try:
+                self.lock.acquire()
+            except (FolderInUse, FileSystemError) as error:
+                failure = [isinstance(error, FolderInUse), str(error)]
+        failure = dist_utils.all_gather_objects(failure, self.device)[0]
+        if failure is not None:
+            in_use, message = failure
+            raise (FolderInUse if in_use else FileSystemError)(message)
 
     def _fit(self) -> TrainResult:
         cfg, env = self.config, self.env

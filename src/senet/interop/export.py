@@ -30,16 +30,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.errors import ConfigError, SenetError, check_choice
+from senet.options import IMAGENET_MEAN, IMAGENET_STD
 from senet.weights.record import DEFAULT_CROP_FRACTION
 from senet.interop.onnx_form import runtime_form
 from senet.interop.runtimes import first_line, require, runtime_function, version
 from senet.weights.checkpoint import atomic_write
 
-FORMATS = ("onnx", "torchscript", "exported-program")
-# The format an output file's suffix implies, where `senet export` is not given one (.ts: TorchScript too).
-SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported-program"}
+from senet.options import EXPORT_FORMATS as FORMATS
+from senet.options import EXPORT_SUFFIXES as SUFFIXES
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; anything else is a custom op
 CONFIG_FILE = "senet.json"  # the TorchScript / .pt2 extra file with the deploy config (`deploy_config`)
 ONNX_SIZE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: larger weights go to a .data file
@@ -69,8 +68,8 @@ class ExportResult:
         return (
             f"wrote {self.path} ({self.format}, {self.bytes / 2**20:.1f} MB, input {list(self.input_shape)}, {batch}); "
             f"{self.checked_with} vs eager: max abs difference {self.max_abs_diff:.3g}"
-            + (f" (root-mean-square {self.agreement.rms_diff:.3g}; eager float32 vs float64: {self.agreement.rounding:.3g})"
-               if self.agreement else "")
+            + (f" (off by {self.agreement.error:.3g} against float64, root-mean-square; eager float32 is off by "
+               f"{self.agreement.rounding:.3g})" if self.agreement else "")
         )
 
 
@@ -177,23 +176,24 @@ def _check_inputs(example: Tensor, dynamic: bool) -> list[Tensor]:
 
 # The check of an exported program against eager. Two float32 programs of one network differ by rounding,
 # and by how much depends on the network: a trained one by ~1e-6 of its outputs, while a freshly initialised
-# deep one in eval mode amplifies every rounding step (SE-ResNet-110 at 32 pixels: outputs ~2e4 that differ
-# by ~40 between float32 and float64 eager). So the bound is measured, not fixed: the eager model's own float32
-# error (against a float64 copy, on the same inputs) times ROUNDING_MULTIPLE, plus a floor for the tiny
-# errors of well-conditioned networks. The errors are compared as root-mean-squares over all outputs: the
-# largest single difference of two chaotic float32 programs varies too much from run to run to bound.
-# A wrong operator or a dropped layer moves the outputs by far more.
-ROUNDING_MULTIPLE = 8.0  # (the zoo's exported programs stay within 3x; see test_export_tolerance_over_the_zoo)
-FLOOR_ABS, FLOOR_REL = 1e-5, 1e-5  # absolute, and relative to the outputs' root-mean-square
+# deep one in eval mode amplifies every rounding step (SE-ResNet-110 at 32 pixels: outputs ~7e3 that float32
+# eager gets wrong by ~10, root-mean-square, against float64). So the bound is measured, not fixed: how far
+# float32 programs of this network land from its float64 result (eager as it is, in channels_last, one image
+# at a time: in a chaotic network each lands differently), times ROUNDING_MULTIPLE, plus a floor for the tiny
+# errors of well-conditioned networks; the exported program, also compared with float64, must stay within it.
+# Root-mean-squares over all outputs: the largest single difference varies too much from run to run to bound.
+# A wrong operator or a dropped layer moves the outputs by far more (tests/interop/test_export_check.py).
+ROUNDING_MULTIPLE = 16.0  # (measured: onnxruntime up to ~4.5x; a wrong gate or a dropped block: 200x and more)
+FLOOR_ABS, FLOOR_REL = 1e-6, 1e-4  # absolute, and relative to the outputs' root-mean-square
 
 
 @dataclass
 class Agreement:
-    """How an exported program's outputs compare with eager float32, and eager float32 with float64."""
+    """How an exported program's outputs compare with eager float32 and with float64."""
 
     max_abs_diff: float  # exported vs eager float32, largest element
-    rms_diff: float  # exported vs eager float32, root-mean-square
-    rounding: float  # eager float32 vs float64, root-mean-square: the network's own float32 error
+    error: float  # exported vs float64, root-mean-square
+    rounding: float  # the float32 programs of eager vs float64, root-mean-square (the largest of them)
     rms_output: float
 
     @property
@@ -205,34 +205,47 @@ def _rms(t: Tensor) -> float:
     return float(t.double().square().mean().sqrt())
 
 
+def _float32_programs(model: nn.Module, x: Tensor) -> list[Tensor]:
+    """Eager float32 outputs for `x` as computed in a few orders: as is, one image at a time, channels_last."""
+    outputs = [model(x)]
+    if len(x) > 1:
+        outputs.append(torch.cat([model(x[i : i + 1]) for i in range(len(x))]))
+    if x.dim() in (4, 5):
+        layout = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        outputs.append(copy.deepcopy(model).to(memory_format=layout)(x.contiguous(memory_format=layout)))
+    return outputs
+
+
 def agreement(model: nn.Module, run: Callable[[Tensor], Tensor | np.ndarray], inputs: list[Tensor]) -> Agreement:
-    """The outputs of `run` (an exported program) against eager `model` in float32, and eager float32
-    against a float64 copy of `model`, on each of `inputs`."""
+    """The outputs of `run` (an exported program) on each of `inputs` against eager `model` in float32 and
+    against a float64 copy of it, and how far eager float32 itself lands from float64."""
     reference = copy.deepcopy(model).double()
-    expected, got, exact = [], [], []
+    eager, got, exact, programs = [], [], [], []
     for x in inputs:
         output = run(x)
         output = output if isinstance(output, Tensor) else torch.as_tensor(np.asarray(output))
-        eager = model(x)
-        if tuple(output.shape) != tuple(eager.shape):
-            raise ExportError(f"the exported model gives shape {tuple(output.shape)} for input {tuple(x.shape)}, eager {tuple(eager.shape)}")
-        expected.append(eager.double().flatten())
+        outputs = _float32_programs(model, x)
+        if tuple(output.shape) != tuple(outputs[0].shape):
+            raise ExportError(f"the exported model gives shape {tuple(output.shape)} for input {tuple(x.shape)}, eager {tuple(outputs[0].shape)}")
+        truth = reference(x.double()).flatten()
+        eager.append(outputs[0].double().flatten())
         got.append(output.double().flatten())
-        exact.append(reference(x.double()).flatten())
-    eager_all, got_all, exact_all = torch.cat(expected), torch.cat(got), torch.cat(exact)
-    return Agreement(float((got_all - eager_all).abs().max()), _rms(got_all - eager_all), _rms(eager_all - exact_all),
-                     _rms(eager_all))
+        exact.append(truth)
+        programs.append(torch.stack([o.double().flatten() - truth for o in outputs]))
+    eager_all, got_all, exact_all, programs_all = torch.cat(eager), torch.cat(got), torch.cat(exact), torch.cat(programs, 1)
+    rounding = max(_rms(errors) for errors in programs_all)
+    return Agreement(float((got_all - eager_all).abs().max()), _rms(got_all - exact_all), rounding, _rms(eager_all))
 
 
 def _check_close(model: nn.Module, run: Callable[[Tensor], Tensor | np.ndarray], inputs: list[Tensor], what: str) -> Agreement:
     """The agreement of `run` with eager `model` on `inputs`; ExportError unless float32 rounding explains it."""
     found = agreement(model, run, inputs)
-    if not found.rms_diff <= found.allowed:
+    if not found.error <= found.allowed:
         raise ExportError(
-            f"{what} differs from the eager model by {found.rms_diff:.3g} (root-mean-square; largest {found.max_abs_diff:.3g}), "
-            f"more than float32 rounding explains (allowed {found.allowed:.3g}: the eager model's own float32 error is "
-            f"{found.rounding:.3g}, its outputs {found.rms_output:.3g}); the exported graph computes something else: "
-            "please report this"
+            f"{what} is off by {found.error:.3g} (root-mean-square against float64; largest difference from eager "
+            f"{found.max_abs_diff:.3g}), more than float32 rounding explains (allowed {found.allowed:.3g}: eager "
+            f"float32 is off by up to {found.rounding:.3g}, the outputs are {found.rms_output:.3g}); the exported "
+            "graph computes something else: please report this"
         )
     return found
 
@@ -314,7 +327,9 @@ def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dyna
     notes = ["traced: the program records this model's operations for inputs shaped like the example "
              "(any batch size; `torch.jit.script` is not supported, docs/model-api.md)"]
     extra = {CONFIG_FILE: json.dumps(config)}
-    atomic_write(output, lambda temp: torch.jit.save(program, str(temp), _extra_files=extra))
+    buffer = io.BytesIO()  # (saved to a file, TorchScript's writer aborts the process when the disk is full)
+    torch.jit.save(program, buffer, _extra_files=extra)
+    atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
     loaded = torch.jit.load(str(output))
     found = _check_close(model, loaded, _check_inputs(example, dynamic), f"the TorchScript program {output}")
     return ExportResult("torchscript", output, output.stat().st_size, found.max_abs_diff, how, tuple(example.shape), dynamic,

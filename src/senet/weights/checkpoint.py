@@ -17,7 +17,9 @@ the key "senet".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -30,9 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 
-from senet.errors import SenetError
+from senet.errors import NO_SPACE, FileSystemError, SenetError, cause, file_system_error, refusal
 from senet.weights.record import CheckpointRecord
 
 CHECKPOINTS = "checkpoints"
@@ -74,7 +77,10 @@ def _sha256(path: Path) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temp) for a temporary file next to `path`, fsync it, then rename it to `path`."""
+    """Call write(temp) for a temporary file next to `path`, fsync it, then rename it to `path`.
+
+    A file system that refuses (read-only, full) raises FileSystemError `cannot write PATH: CAUSE`; `path`
+    is then as it was, and the temporary file is gone (its removal never hides the first error)."""
     path = Path(path)
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -83,9 +89,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         _fsync(temp)
         os.replace(temp, path)
         _fsync(path.parent)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    except BaseException as error:
+        refused = file_system_error(error, path) if isinstance(error, Exception) else None  # (before the removal frees space)
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        if refused is None:
+            raise
+        raise refused from None
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -96,12 +106,16 @@ def _header(record: CheckpointRecord) -> dict[str, str]:
     return {META_KEY: record.to_json()}
 
 
+def weights_bytes(state: dict[str, torch.Tensor], record: CheckpointRecord) -> bytes:
+    """A state dict as the bytes of a safetensors file with `record` as JSON in its header (written by senet's
+    own file calls, so that a refusing disk reports its errno rather than a serialiser's message)."""
+    return safetensors_bytes(_tensors(state), metadata=_header(record))
+
+
 def save_weights(path: Path, state: dict[str, torch.Tensor], record: CheckpointRecord) -> None:
     """Write a state dict as safetensors (atomically) with `record` as JSON in its header."""
-    try:
-        atomic_write(Path(path), lambda temp: save_file(_tensors(state), str(temp), metadata=_header(record)))
-    except OSError as error:
-        raise CheckpointError(f"could not write {path}: {error}") from None
+    data = weights_bytes(state, record)
+    atomic_write(Path(path), lambda temp: temp.write_bytes(data))
 
 
 def read_record(path: Path) -> CheckpointRecord | None:
@@ -166,28 +180,31 @@ def save_checkpoint(
     ema: dict[str, torch.Tensor] | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint `step` atomically and delete all but the newest `keep`; returns its folder."""
+    """Write checkpoint `step` atomically and delete all but the newest `keep`; returns its folder.
+
+    A file system that refuses (full, read-only) raises FileSystemError with its cause, the checkpoint's
+    size and the previous checkpoint, which is intact; the half-written folder is removed."""
     folder = Path(run_dir) / CHECKPOINTS
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:08d}"
     temp = folder / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+    files = {"model.safetensors": weights_bytes(model, record)}
+    if ema is not None:
+        files["ema.safetensors"] = weights_bytes(ema, record)
+    buffer = io.BytesIO()
+    torch.save(trainer, buffer)
+    files["trainer.pt"] = buffer.getvalue()
+    manifest = {"format": FORMAT, "version": 1, "step": step,
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+    files["meta.json"] = json.dumps(manifest, indent=1).encode()
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir()
-        files = {"model.safetensors": lambda p: save_file(_tensors(model), str(p), metadata=_header(record))}
-        if ema is not None:
-            files["ema.safetensors"] = lambda p: save_file(_tensors(ema), str(p), metadata=_header(record))
-        files["trainer.pt"] = lambda p: torch.save(trainer, p)
-        digests = {}
-        for name, write in files.items():
-            write(temp / name)
-            _normal_permissions(temp / name)
-            _fsync(temp / name)
-            digests[name] = _sha256(temp / name)
-        manifest = {"format": FORMAT, "version": 1, "step": step, "files": digests}
-        (temp / "meta.json").write_text(json.dumps(manifest, indent=1))
-        _normal_permissions(temp / "meta.json")
-        _fsync(temp / "meta.json")
+        for name, data in files.items():
+            with open(temp / name, "wb") as file:  # (created with the user's usual permissions)
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
         _fsync(temp)
         if final.exists():  # the same step written again (a run resumed from an older checkpoint)
             old = folder / f".old-{final.name}-{os.getpid()}"
@@ -195,14 +212,26 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         os.replace(temp, final)
         _fsync(folder)
-    except OSError as error:
+    except Exception as error:
+        number = refusal(error, temp)
         shutil.rmtree(temp, ignore_errors=True)
-        kept = checkpoint_dirs(run_dir)
-        note = f"; the last good checkpoint {kept[0]} is kept" if kept else ""
-        raise CheckpointError(f"could not write checkpoint {final}: {error}{note}") from None
+        if number is None:
+            raise
+        kept = [path for path in checkpoint_dirs(run_dir) if path != final]
+        note = f"; the previous checkpoint {kept[0]} is intact" if kept else "; no earlier checkpoint was written"
+        if number in NO_SPACE:
+            size = sum(len(data) for data in files.values())
+            message = f"{cause(number)} while writing checkpoint step {step} to {folder} (needs ~{_megabytes(size)})"
+        else:
+            message = f"cannot write checkpoint step {step} to {folder}: {cause(number)}"
+        raise FileSystemError(message + note) from None
     for old in checkpoint_dirs(run_dir)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.0f} MB" if size >= 2**20 else f"{size / 2**20:.1f} MB"
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
