@@ -30,6 +30,7 @@ from senet.engine.config import RunConfig
 from senet.engine.train import CONFIG_FILE, METRICS_FILE, flatten_config, prepare_config
 from senet.errors import ConfigError, SenetError, did_you_mean, shown
 from senet.weights.checkpoint import atomic_write, read_record
+from senet.options import GRID, STUDY_TABLES
 from senet.weights.lock import FolderLock
 from senet.weights.record import plain
 
@@ -57,27 +58,26 @@ class Study:
 STUDIES: dict[str, Study] = {
     study.name: study
     for study in (
-        Study("reduction", "Table 10", "reduction ratio r",
+        Study("reduction", STUDY_TABLES["reduction"], "reduction ratio r",
               tuple((f"r = {r}", {"reduction": r}) for r in (2, 4, 8, 16, 32)),
               {"r = 2": 22.29, "r = 4": 22.25, "r = 8": 22.26, "r = 16": 22.28, "r = 32": 22.72}),
-        Study("squeeze", "Table 11", "squeeze operator",
+        Study("squeeze", STUDY_TABLES["squeeze"], "squeeze operator",
               (("avg", {"squeeze": "avg"}), ("max", {"squeeze": "max"})), {"avg": 22.28, "max": 22.57}),
-        Study("gate", "Table 12", "excitation non-linearity",
+        Study("gate", STUDY_TABLES["gate"], "excitation non-linearity",
               tuple((gate, {"gate": gate}) for gate in ("sigmoid", "tanh", "relu")),
               {"sigmoid": 22.28, "tanh": 23.00, "relu": 23.47}),
-        Study("stages", "Table 13", "SE in one stage only", (),  # the model's own stages, see `study_variants`
+        Study("stages", STUDY_TABLES["stages"], "SE in one stage only", (),  # the model's own stages, see `study_variants`
               {"SE_Stage_2": 23.03, "SE_Stage_3": 23.04, "SE_Stage_4": 22.68, "SE_All": 22.28}),
-        Study("position", "Table 14", "SE integration (Fig. 5)",
+        Study("position", STUDY_TABLES["position"], "SE integration (Fig. 5)",
               (("SE", {"se_position": "standard"}), ("SE-PRE", {"se_position": "pre"}),
                ("SE-POST", {"se_position": "post"}), ("SE-Identity", {"se_position": "identity"})),
               {"SE": 22.28, "SE-PRE": 22.23, "SE-POST": 22.78, "SE-Identity": 22.20}),
-        Study("3x3", "Table 15", "SE after the 3x3 convolution",
+        Study("3x3", STUDY_TABLES["3x3"], "SE after the 3x3 convolution",
               (("SE", {"se_position": "standard"}), ("SE_3x3", {"se_position": "3x3"})), {"SE": 22.28}),
-        Study("nosqueeze", "Table 16", "no global pooling (FCs as 1x1 convolutions at every position)",
+        Study("nosqueeze", STUDY_TABLES["nosqueeze"], "no global pooling (FCs as 1x1 convolutions at every position)",
               (("SE", {"squeeze": "avg"}), ("NoSqueeze", {"squeeze": "none"})), {"SE": 22.28}),
     )
 }
-GRID = "grid"
 
 
 def model_stages(model: str, base: Mapping[str, Any] | None = None) -> list[int]:

@@ -31,13 +31,12 @@ from senet.engine.evaluate import device_batches, eval_pipeline
 from senet.errors import ConfigError, did_you_mean
 from senet.interop.load import load_for_evaluation
 from senet.layers import SqueezeExcitation, se_impl
+from senet.options import PAPER_CHANNELS, PAPER_IMAGES_PER_CLASS
 from senet.weights.checkpoint import atomic_write
 from senet.weights.lock import FolderLock
 
 # Gate values beyond these count as saturated (a sigmoid gate's s near 1 passes the channel unchanged).
 SATURATION_HIGH, SATURATION_LOW = 0.99, 0.01
-# The paper's Fig. 6: 50 images of each class, 50 of each block's channels.
-PAPER_IMAGES_PER_CLASS, PAPER_CHANNELS = 50, 50
 RESULTS = ("excitation.json", "excitation.png", "excitation_spread.png")
 
 

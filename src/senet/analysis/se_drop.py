@@ -33,7 +33,7 @@ from senet.errors import check_choice
 from senet.interop.load import load_for_evaluation
 from senet.layers import SqueezeExcitation
 
-REPLACEMENTS = ("one", "mean")
+from senet.options import REPLACEMENTS
 
 
 @dataclass

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from typing import Any
 from collections.abc import Callable, Sequence
 
 from senet import allocator
@@ -47,9 +49,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     return args
 
 
+_SHOW_WARNING = warnings.showwarning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """senet's own notes (`AssumedSourceWarning`) as the CLI's other messages: `senet: note: ...`, one line."""
+    if category.__module__.startswith("senet."):
+        print(f"senet: note: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, *args, **kwargs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    warnings.showwarning = _one_line_warning
     try:
         allocator.keep_freed_memory()  # a training step's freed memory is needed again by the next one
         return args._commands[args.command](args)

@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from senet.errors import ConfigError, check_choice, did_you_mean
+from senet.options import AMP_MODES, OPTIMIZERS, SCHEDULES  # (the CLI's flags offer exactly these)
 from senet.weights.record import plain
 
-# The choices of the settings below; the CLI's flags offer exactly these.
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine", "plateau", "constant")
-AMP_MODES = ("none", "bf16", "fp16")
 TRAIN_TRANSFORMS = ("random_resized_crop", "pad_crop", "resize")
 
 
@@ -29,12 +26,15 @@ class ModelConfig:
 
     pretrained: a weights file to start from (any file `senet.load_model` reads); source: the library that
     wrote it ("auto": from its keys). A run records the model, keywords and source the file resolved to.
+    add_se: with pretrained, add SE to its plain network (`senet.add_se`) with this init ("identity": the
+    network starts computing what the pretrained one did; "default"); the run's model is the SE twin.
     """
 
     name: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
     source: str = "auto"
+    add_se: str | None = None
 
 
 @dataclass(frozen=True)

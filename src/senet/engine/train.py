@@ -301,7 +301,15 @@ class Trainer:
             source = source if source not in (None, "auto") else found.wanted.source
         self.pretrained, _ = recognise_file(cfg.model.pretrained, source=source or "auto", model=cfg.model.name)
         kwargs = {k: v for k, v in self.pretrained.model_kwargs.items() if k not in ("num_classes", "in_chans")}
-        self.config = cfg.replace({"model.name": self.pretrained.model_name, "model.source": self.pretrained.source,
+        name = self.pretrained.model_name
+        if cfg.model.add_se is not None:
+            from senet.models import is_se_model, se_twin
+
+            if is_se_model(name) or se_twin(name) is None:
+                raise ConfigError(f"--add-se adds SE to a plain network; {cfg.model.pretrained} holds {name}"
+                                  + (", which has SE already" if is_se_model(name) else ", which has no SE twin in senet"))
+            name = se_twin(name)
+        self.config = cfg.replace({"model.name": name, "model.source": self.pretrained.source,
                                    "model.kwargs": kwargs | dict(cfg.model.kwargs)})
         return self.config
 
@@ -315,6 +323,16 @@ class Trainer:
         self.log(f"pretrained weights: {self.pretrained.describe()}")
         for note in notes:
             self.log(f"pretrained weights: {note}")
+        if self.config.model.add_se is not None:
+            from senet.interop.retrofit import add_se
+
+            add_se(model, init=self.config.model.add_se, input_size=(kwargs["in_chans"], self.input_size, self.input_size))
+            with torch.device("meta"):  # the run's model (its config, its saved weights) is the SE twin
+                twin = create_model(self.config.model.name, **kwargs).state_dict()
+            if {k: v.shape for k, v in twin.items()} != {k: v.shape for k, v in model.state_dict().items()}:
+                raise ConfigError(f"--add-se on {self.pretrained.model_name} gives a network other than "
+                                  f"{self.config.model.name}; add SE in Python (senet.add_se) instead")
+            self.log(f"pretrained weights: {model.se_report.summary} (init={self.config.model.add_se})")
         return model
 
     def _set_determinism(self) -> None:

@@ -5,7 +5,7 @@
   (Sec. 3): the fast path of `senet.layers.merge` steps aside whenever an exporter traces, so the graph
   holds standard ONNX operators only (checked), and onnxruntime runs it; the largest difference from
   eager is reported.
-- TorchScript: `torch.jit.script`; where scripting a model fails, `torch.jit.trace` (said so).
+- TorchScript: `torch.jit.trace` (scripting is not supported: docs/model-api.md).
 - exported program (.pt2): `torch.export.export` with a dynamic batch, ATen operators only (checked).
 
 The ONNX file holds SE in onnxruntime's blocked-layout form (`senet.interop.onnx_form`) and, like the
@@ -30,16 +30,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.errors import ConfigError, SenetError, check_choice
+from senet.options import IMAGENET_MEAN, IMAGENET_STD
 from senet.weights.record import DEFAULT_CROP_FRACTION
 from senet.interop.onnx_form import runtime_form
 from senet.interop.runtimes import first_line, require, runtime_function, version
 from senet.weights.checkpoint import atomic_write
 
-FORMATS = ("onnx", "torchscript", "exported-program")
-# The format an output file's suffix implies, where `senet export` is not given one (.ts: TorchScript too).
-SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported-program"}
+from senet.options import EXPORT_FORMATS as FORMATS
+from senet.options import EXPORT_SUFFIXES as SUFFIXES
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; anything else is a custom op
 CONFIG_FILE = "senet.json"  # the TorchScript / .pt2 extra file with the deploy config (`deploy_config`)
 ONNX_SIZE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: larger weights go to a .data file
@@ -319,19 +318,14 @@ def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bo
 
 def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dynamic: bool, opset: int | None,
                         config: dict[str, Any], plain_form: bool = False) -> ExportResult:
-    notes = []
-    try:
-        with _quiet():
-            program = torch.jit.script(model)
-        how = "torch.jit.script"
-    except Exception as error:  # noqa: BLE001  (TorchScript's frontend raises several types)
-        with _quiet():
-            program = torch.jit.trace(model, (example,), check_trace=False)
-        how = "torch.jit.trace"
-        notes.append(
-            f"torch.jit.script cannot compile this model yet ({first_line(error)}); traced instead: the program "
-            "records this model's operations for inputs shaped like the example"
-        )
+    # Traced, not scripted: each unit's forward is written once, around the fused merge's custom op and the
+    # Python that chooses it, which TorchScript (deprecated) cannot compile; a trace records the formula's
+    # plain operations (docs/model-api.md).
+    with _quiet():
+        program = torch.jit.trace(model, (example,), check_trace=False)
+    how = "torch.jit.trace"
+    notes = ["traced: the program records this model's operations for inputs shaped like the example "
+             "(any batch size; `torch.jit.script` is not supported, docs/model-api.md)"]
     extra = {CONFIG_FILE: json.dumps(config)}
     buffer = io.BytesIO()  # (saved to a file, TorchScript's writer aborts the process when the disk is full)
     torch.jit.save(program, buffer, _extra_files=extra)

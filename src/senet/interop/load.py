@@ -10,6 +10,7 @@ strictly (`weights.state.load_strict`): every key present, every shape equal. Fo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.data.images import RESAMPLING
 from senet.errors import ConfigError, SenetError
-from senet.interop.sources import Recognised, recognise
+from senet.options import IMAGENET_MEAN, IMAGENET_STD
+from senet.interop.sources import AssumedSourceWarning, Recognised, recognise
 from senet.models import create_model
 from senet.models.features import check_features_only, with_features_only
 from senet.weights.checkpoint import save_weights
@@ -87,10 +88,14 @@ def recognise_file(
         if model is None:
             raise ConfigError(f"{weights.path} has senet's keys but no metadata naming the model; pass --model NAME")
         return Recognised("senet", model, model, _senet_kwargs(model, weights.state_dict), weights.state_dict, {}), weights
+    prefer = "timm" if "models--timm--" in str(weights.path) else None  # timm's hub cache
     try:
-        return recognise(weights.state_dict, source=source, model=model, config=weights.config), weights
+        recognised = recognise(weights.state_dict, source=source, model=model, config=weights.config, prefer=prefer)
     except SenetError as error:  # say which file
         raise type(error)(f"{weights.path}: {error}") from None
+    if recognised.assumed:
+        warnings.warn(f"{weights.path}: {recognised.assumed}", AssumedSourceWarning, stacklevel=3)
+    return recognised, weights
 
 
 def _has_keys_of(model: str, state: dict[str, Tensor]) -> bool:

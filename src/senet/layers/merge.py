@@ -4,7 +4,7 @@ for every family's units: the one function that decides how the merge runs.
 - The formula, every part called as a module (``naive``): what tracing, torch.fx, torch.export, ONNX and
   torch.compile see (Inductor fuses it into its own loops), what runs on GPUs, and what every block set to
   "naive", with no BN to fold or with a squeeze other than the average runs.
-- Eager CPU, a block set to "fused" (the default) after a plain BatchNorm: the BN folded in. BN(c) =
+- Eager CPU, a block set to "fused" (the default) after a plain BatchNorm, a large tensor: the BN folded in. BN(c) =
   c * alpha + beta per channel and the squeeze of BN(c) is mean(c) * alpha + beta, so one reduction over
   c gives the batch statistics and the squeeze (`batch_norm_affine`), the excitation runs on (N, C), and
   one operator, `senet::se_merge`, writes act((c * alpha + beta) * s + shortcut): the BN output is never
@@ -57,6 +57,15 @@ def se_impl(module: nn.Module, impl: str) -> Iterator[nn.Module]:
 def fused_device(device: torch.device | str) -> bool:
     """Whether a "fused" block's merge is fused on `device`: on the CPU only (no other device has run it)."""
     return torch.device(device).type == "cpu"
+
+
+def se_path(impl: str, device: torch.device | str, compiled: bool = False) -> str:
+    """What an SE block set to `impl` runs on `device` (eager, or under torch.compile), in words."""
+    if impl == "naive":
+        return "naive: the formula, every part of the block called as a module"
+    if compiled or not fused_device(device):
+        return "formula: plain PyTorch operations (the fused op runs on the CPU only, eager)"
+    return f"fused: senet::se_merge with the unit's last BN folded in (CPU, tensors of {FUSE_MIN_ELEMENTS} elements or more)"
 
 
 def _recording(x: Tensor) -> bool:
@@ -238,11 +247,19 @@ torch.library.register_autograd("senet::se_merge", _backward, setup_context=_set
 # The merge every residual unit calls.
 
 
+# The fused merge trades passes over the tensors for a few dozen operations on (N, C) vectors, a fixed cost
+# per unit: it pays on large tensors (a unit tail of SE-ResNet-50's conv2_x, 8 x 256 x 56 x 56, trains in
+# 0.69x the formula's time and keeps one tensor less) and costs on small ones (the demo's 64 x 64 x 4 x 4:
+# 1.8x). Below this many elements the merge is the formula (`benchmarks/merge_sizes.py`, docs/speed.md).
+FUSE_MIN_ELEMENTS = 2**19
+
+
 def fuses(x: Tensor, se: nn.Module | None, norm: nn.Module | None, act: Callable[[Tensor], Tensor] | None) -> bool:
-    """Whether `merge` runs fused: an eager CPU tensor, a block set to "fused" with the average squeeze and
-    no BN of its own, after a plain BatchNorm, followed by a ReLU."""
+    """Whether `merge` runs fused: an eager CPU tensor of `FUSE_MIN_ELEMENTS` or more, a block set to
+    "fused" with the average squeeze and no BN of its own, after a plain BatchNorm, followed by a ReLU."""
     return (
         isinstance(se, SqueezeExcitation) and se.impl == "fused" and se.squeeze_mode == "avg"
+        and x.numel() >= FUSE_MIN_ELEMENTS
         and isinstance(se.bn, nn.Identity) and foldable(norm) and type(act) is nn.ReLU
         and fused_device(x.device) and not _recording(x)
     )

@@ -14,8 +14,7 @@ from senet.errors import ConfigError, check_choice
 from senet.layers.drop import as_drop_path, make_drop_path
 from senet.layers.merge import merge
 from senet.layers.squeeze_excite import GATES, SQUEEZES, SqueezeExcitation
-
-SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
+from senet.options import SE_POSITIONS
 
 
 @dataclass(frozen=True)

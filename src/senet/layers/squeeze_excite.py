@@ -14,11 +14,7 @@ from senet.errors import ConfigError, SenetError, check_choice
 from senet.layers.activations import get_act, get_gate
 from senet.layers.nd import BATCHNORM, CONV, check_dims
 
-SQUEEZES = ("avg", "max", "none")
-GATES = ("sigmoid", "tanh", "relu", "hard_sigmoid")
-# How a residual unit's merge runs a block: "fused" (the unit's last BN folded in, `senet.layers.merge`)
-# or "naive" (the block called as a module).
-SE_IMPLS = ("fused", "naive")
+from senet.options import GATES, SE_IMPLS, SQUEEZES
 
 
 class ShapeError(SenetError):

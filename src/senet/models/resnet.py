@@ -31,7 +31,7 @@ from senet.models.blocks import build_model
 from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
 
-LAYOUTS = ("paper", "torchvision")
+from senet.options import LAYOUTS
 STAGES = (2, 3, 4, 5)
 # Where SE sits in every residual network of senet (ResNet, ResNeXt, SENet-154, the CIFAR ResNets).
 RESIDUAL_PLACEMENT = "on each residual unit's branch before the addition, or as se_position says (Fig. 5)"
