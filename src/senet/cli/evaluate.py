@@ -9,40 +9,44 @@ from collections.abc import Callable
 from typing import Any
 
 from senet.cli.args import add_amp_arg, add_batch_size_arg, add_input_size_arg, add_workers_arg
+from senet.errors import SenetError
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from senet.engine.evaluate import evaluate_checkpoint
+    from senet.engine.evaluate import evaluate_network, format_evaluation
+    from senet.interop.load import load_for_evaluation
+    from senet.interop.runtimes import is_exported, open_exported
 
-    result = evaluate_checkpoint(
-        args.checkpoint,
+    device = args.device
+    if is_exported(args.checkpoint):  # an exported (or quantized) file, run in --runtime on the CPU
+        if args.input_size is not None or args.ema:
+            raise SenetError("--input-size and --ema do not apply to an exported file (its input size is fixed)")
+        loaded, device = open_exported(args.checkpoint, runtime=args.runtime), "cpu"
+    else:
+        loaded = load_for_evaluation(args.checkpoint, ema=args.ema)
+    result = evaluate_network(
+        loaded,
         args.data,  # None: the data the run was trained on
         input_size=args.input_size,
         batch_size=args.batch_size,
         workers=args.workers,
-        device=args.device,
+        device=device,
         amp=args.amp,
-        ema=args.ema,
         skip_bad_images=args.skip_bad_images,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun: every process evaluated a shard; rank 0 reports
         return 0
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(
-        f"{result['model']} on {result['data']} ({result['images']} images, input {result['input_size']}): "
-        f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}%, loss {result['loss']:.4f}, "
-        f"{result['images_per_s']:.0f} images/s"
-        + (f" ({result['bad_images']} unreadable images skipped)" if result["bad_images"] else "")
-    )
+    print(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
 
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """`senet eval`."""
     p = sub.add_parser("eval", help="top-1 / top-5 error of a trained model on a dataset's validation split")
-    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or .safetensors file")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or .safetensors file, or an "
+                   ".onnx file of senet export / senet quantize")
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="what runs an .onnx --checkpoint (default: onnxruntime)")
     p.add_argument("--data", help="same forms as for train; its validation split is used (folder:PATH: PATH/val/ "
                    "or PATH's own class folders) (default: the data the run was trained on)")
     add_input_size_arg(p, help="evaluation crop (default: the training input size)")

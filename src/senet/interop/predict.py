@@ -86,6 +86,10 @@ def predict(
     normalize = Normalize(transform.mean, transform.std, device)
     model.to(device).eval()
     names = cfg.get("label_names")
+    outputs = getattr(model, "num_classes", None)
+    if names and outputs is not None and len(names) != outputs:  # each name would label another class's score
+        raise ConfigError(f"{cfg['model']} has {outputs} class outputs but its checkpoint names {len(names)} classes; "
+                          "the names cannot be matched to the outputs: fix the checkpoint's class list (or its --num-classes)")
     predictions, bad = [], []
     for batch in loader:
         bad += batch.bad

@@ -13,7 +13,6 @@ from typing import Any
 from torch import nn
 
 from senet.errors import ConfigError
-from senet.interop.load import load_pretrained
 from senet.models import registry
 from senet.models.features import check_features_only, with_features_only
 from senet.weights.cache import cached_models, find_weights
@@ -44,6 +43,10 @@ def create_model(
             model_name, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay,
             features_only=features_only, out_indices=out_indices, global_pool=global_pool, **kwargs,
         )
+    # Reading weights files (and the data stack's preprocessing) is imported only when weights are asked
+    # for, so that `senet.create_model` costs the model API alone.
+    from senet.interop.load import load_pretrained
+
     check_features_only(features_only, out_indices)
     name, alias_kwargs = registry.resolve_name(model_name)
     source, provenance = "auto", {}

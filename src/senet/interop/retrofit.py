@@ -38,9 +38,9 @@ from senet.layers import SEConfig, SEResidualUnit, SqueezeExcitation, se_impl
 from senet.layers.nd import CONV_DIMS, NORM_DIMS
 from senet.models.base import init_weights_he
 from senet.models.blocks import InceptionModule
-from senet.models.cifar import CIFAR_SE_DEFAULTS, CifarResNet
-from senet.models.inception_resnet import InceptionResNetUnit, InceptionResNetV2
-from senet.models.mobilenet import MOBILENET_V3_SE, InvertedResidual, MobileNetV3
+from senet.models.features import StageInfo
+from senet.models.inception_resnet import InceptionResNetUnit
+from senet.models.mobilenet import InvertedResidual
 from senet.models.shufflenet import ShuffleUnit
 
 __all__ = ["SEReport", "SESite", "add_se"]
@@ -343,12 +343,9 @@ def _plain_attributes(module: nn.Module) -> dict[str, object]:
 
 
 def _family_defaults(model: nn.Module) -> SEConfig:
-    """The SE options of the model's SE twin (senet models), else the paper's."""
-    if isinstance(model, CifarResNet):
-        return CIFAR_SE_DEFAULTS
-    if isinstance(model, MobileNetV3):
-        return MOBILENET_V3_SE
-    return SEConfig()
+    """The SE options of the model's SE twin (as a senet family declares them), else the paper's."""
+    info = getattr(model, "stage_info", None)
+    return info.se_defaults if isinstance(info, StageInfo) else SEConfig()
 
 
 def _find_sites(model: nn.Module) -> list[_Site]:
@@ -563,18 +560,13 @@ def _in_stages(
 
 
 def _stage_numbers(model: nn.Module, sites: list[_Site], input_size: Sequence[int] | None) -> dict[str, int]:
-    """The stage of each site: a senet model's numbering (its `se_stages`), else from the output stride:
-    s at 1/2^s of the input side in a network of units, s at 1/2^(s-1) for SE after plain conv blocks."""
+    """The stage of each site: a senet model's numbering as its family declares it (`stage_info`, what its
+    `se_stages` count), else from the output stride: s at 1/2^s of the input side in a network of units,
+    s at 1/2^(s-1) for SE after plain conv blocks."""
+    info = getattr(model, "stage_info", None)
     numbers: dict[str, int] = {}
     for site in sites:
-        top = site.name.split(".")[0]
-        if isinstance(model, InceptionResNetV2):
-            stage = {"repeat": 5, "repeat_1": 6, "repeat_2": 7}.get(top)
-        elif type(model).__module__.startswith("senet.models.") and not isinstance(model, MobileNetV3):
-            found = re.fullmatch(r"(layer|conv|stage|inception|mixed)(\d+)", top)
-            stage = None if found is None else int(found[2]) + (found[1] == "layer")
-        else:
-            stage = None
+        stage = info.stage_of(site.name) if isinstance(info, StageInfo) else None
         if stage is not None:
             numbers[site.name] = stage
     missing = [site for site in sites if site.name not in numbers]

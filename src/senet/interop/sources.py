@@ -38,8 +38,8 @@ from torch import Tensor
 from senet.errors import ConfigError, SenetError, did_you_mean
 from senet.layers import se_hidden_channels
 from senet.models.registry import create_model, is_se_model, list_models
+from senet.options import SOURCES
 
-SOURCES: tuple[str, ...] = ("timm-legacy", "timm", "torchvision", "senet.pytorch")
 _SAME_NETWORK = {"timm", "torchvision"}  # sources whose plain ResNet files are one network, two preprocessings
 
 # How each source's files look, for the error that lists what is known.

@@ -76,14 +76,12 @@ class Stage(nn.Sequential):
         self.grad_checkpointing = False  # set by ImageClassifier.set_grad_checkpointing
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():  # (TorchScript compiles nothing under this)
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                return self.forward_checkpointed(x)
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return self.forward_checkpointed(x)
         for module in self:
             x = module(x)
         return x
 
-    @torch.jit.unused
     def forward_checkpointed(self, x: Tensor) -> Tensor:
         for module in self:
             x = torch.utils.checkpoint.checkpoint(
@@ -206,12 +204,11 @@ class ImageClassifier(nn.Module):
 
     def check_input(self, x: Tensor) -> Tensor:
         """x, after raising ShapeError unless it is (N, in_chans, *spatial), sides >= `min_input_size`
-        (`check_image_batch`; skipped by TorchScript and torch.jit.trace)."""
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
+        (`check_image_batch`; skipped by torch.jit.trace, which checks the example input)."""
+        if torch.jit.is_tracing():
             return x
         return self.check_batch(x)
 
-    @torch.jit.unused
     def check_batch(self, x: Tensor) -> Tensor:
         return check_image_batch(
             x, type(self).__name__, self.in_chans, self.spatial_dims, self.min_input_size, self.default_input_size

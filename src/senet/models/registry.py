@@ -14,8 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.errors import ConfigError, UnknownModelError, did_you_mean
+from senet.options import IMAGENET_MEAN, IMAGENET_STD
 from senet.layers import SEConfig
 from senet.layers.nd import CONVS
 from senet.models.features import check_features_only, with_features_only
