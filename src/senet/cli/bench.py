@@ -81,7 +81,7 @@ def runtime_list(text: str) -> tuple[str, ...]:
 def cmd_bench_runtimes(args: argparse.Namespace, baseline: str | None) -> int:
     """`senet bench --runtime onnxruntime,openvino`: the exported models in each runtime against eager PyTorch."""
     from senet.bench import SHARED_KWARGS
-    from senet.interop.runtimes import runtime_bench
+    from senet.interop.runtime_bench import runtime_bench
 
     unsupported = [flag for flag, on in (("--mode train", args.mode == "train"), ("--compile", args.compile),
                    ("--channels-last", args.channels_last), ("--amp", args.amp not in (None, False, "none")), ("--device cuda", args.device == "cuda"),
