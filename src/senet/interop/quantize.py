@@ -130,7 +130,7 @@ def quantize_model(
         int8 = Path(folder) / "int8.onnx"
         root = logging.getLogger()
         level = root.level
-        root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process (the export already did)
+        root.setLevel(logging.ERROR)  # its advice to pre-process: the export already folded BN and constants
         try:
             quantize_static(
                 str(fp32), str(int8), reader,
