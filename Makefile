@@ -26,10 +26,10 @@ test: $(VENV)/.dev
 test-slow: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup -m "slow or gpu"
 
-# The Triton kernels of the SE merge on the CPU, under Triton's interpreter (installs Triton, ~200 MB).
+# The fused SE merge's operator alone (`senet::se_merge` and its backward, PyTorch operations on the CPU):
+# gradcheck, torch.library.opcheck and float64 equivalence with the formula, the op's contract.
 test-kernels: $(VENV)/.dev
-	$(PIP) triton
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -n $(JOBS) -m triton tests/test_triton_se.py
+	$(BIN)/python -m pytest -q -n $(JOBS) tests/test_fused_se.py -k "gradcheck or opcheck or spatial_sums or batch_norm_affine or folded"
 
 demo: $(VENV)/.demo
 	$(BIN)/senet demo

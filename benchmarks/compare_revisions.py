@@ -8,6 +8,9 @@ rounds) and the new/old ratio of the SE model's own step time.
     git worktree add --detach ../base <old commit>
     python benchmarks/compare_revisions.py --old ../base --new . --rounds 3
     python benchmarks/compare_revisions.py --old ../base --new . --rows train-compiled infer-compiled --rounds 1
+    python benchmarks/compare_revisions.py --old ../base --model se_resnet20 --baseline resnet20 \
+        --rows train-eager --batch 64 --input-size 16 --in-chans 1 --threads 1 --repeats 30   (the demo's step)
+    python benchmarks/compare_revisions.py --old ../base --baseline se_resnet50 --baseline-se-impl naive --memory
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=8, help="timed rounds inside each process")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--input-size", type=int, help="input side in pixels (default: the model's own)")
+    parser.add_argument("--in-chans", type=int, help="input channels of both models (default: their own)")
+    parser.add_argument("--se-impl", default="fused", help="SE implementation of the model")
+    parser.add_argument("--baseline-se-impl", help="SE implementation of the baseline (default: --se-impl)")
+    parser.add_argument("--memory", action="store_true", help="also measure training memory (peak and saved bytes)")
     parser.add_argument("--output", type=Path, help="also write the Markdown summary here")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--malloc", choices=("kept", "system"), default="kept",
@@ -82,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(args.rounds):
         for row in args.rows:
             config = dict(model=args.model, baseline=args.baseline, batch=args.batch, threads=args.threads,
-                          repeats=args.repeats, warmup=args.warmup, memory=False, **ROWS[row])
+                          repeats=args.repeats, warmup=args.warmup, memory=args.memory, input_size=args.input_size,
+                          se_impl=args.se_impl, baseline_se_impl=args.baseline_se_impl, **ROWS[row])
+            if args.in_chans is not None:
+                config["model_kwargs"] = {"in_chans": args.in_chans}
             order = ("old", "new") if index % 2 == 0 else ("new", "old")
             for label in order:
                 result = run_row(trees[label], config, args.python, args.malloc)
@@ -96,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         provenance_line(env),
         "",
-        f"{args.model} vs {args.baseline}, batch {args.batch}, {args.threads} threads, {args.repeats} timed rounds "
+        f"{args.model} ({args.se_impl}) vs {args.baseline}, batch {args.batch}, input {args.input_size or 'default'}, "
+        f"{args.threads} threads, {args.repeats} timed rounds "
         f"per process, {args.rounds} processes per revision and row, alternating (median [min, max] over them)",
         "",
         "| row | SE/plain old | SE/plain new | new/old SE model time | new/old plain model time |",
@@ -106,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         old, new = results[row]["old"], results[row]["new"]
         se_ratio = [n["model_ms"] / o["model_ms"] for o, n in zip(old, new)]
         plain_ratio = [n["baseline_ms"] / o["baseline_ms"] for o, n in zip(old, new)]
+        memory = ""
+        if args.memory and row.startswith("train"):
+            memory = f" memory {spread([r['memory_ratio'] for r in old])} -> {spread([r['memory_ratio'] for r in new])}"
         lines.append(f"| {row} | {spread([r['ratio'] for r in old])} | {spread([r['ratio'] for r in new])} "
-                     f"| {spread(se_ratio)} | {spread(plain_ratio)} |")
+                     f"| {spread(se_ratio)} | {spread(plain_ratio)} |{memory}")
     summary = "\n".join(lines)
     print(summary)
     if args.output:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the SE fast path in one go, for a machine with a CUDA GPU (a lent one included):
+# The GPU checks of the SE path in one go (on CUDA the merge is the formula in plain PyTorch operations, which
+# the env part prints; the fused op runs on the CPU only), for a machine with a CUDA GPU (a lent one included):
 # the kernel and gpu-marked tests, the unit tail alone (BN + merge, eager and compiled), the CUDA rows of
 # the standard table (eager, then compiled) and kernel profiles of one training step. Results go to $OUT (default benchmarks/results/gpu). Each part has its
 # own time limit, so one slow part cannot take the others' results with it.
@@ -19,13 +20,13 @@ GPU_ARGS="--device cuda --batch ${BATCH:-256} --amp --channels-last"
 
 if has env; then
   section env
-  $PY -c "import torch, triton, platform; print('torch', torch.__version__, 'triton', triton.__version__, 'python', platform.python_version(), torch.cuda.get_device_name())"
+  $PY -c "import torch, platform; print('torch', torch.__version__, 'python', platform.python_version(), torch.cuda.get_device_name())"
+  $PY -c "from senet.layers import se_path; print('SE path on cuda (fused, the default):', se_path('fused', 'cuda')); print('SE path on cuda (naive):', se_path('naive', 'cuda'))"
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw,memory.used --format=csv
 fi
 if has tests; then
-  section "kernel and gpu-marked tests"
-  timeout ${TESTS_LIMIT:-240} $PY -m pytest -q -p no:cacheprovider -n 4 tests/test_triton_se.py \
-    tests/test_fused_se.py::test_cuda_matches_formula tests/test_bench.py::test_cuda_bench_bf16_channels_last 2>&1 | tail -n 15
+  section "gpu-marked tests"
+  timeout ${TESTS_LIMIT:-240} $PY -m pytest -q -p no:cacheprovider -n 4 -m gpu tests/test_fused_se.py tests/test_bench.py 2>&1 | tail -n 15
 fi
 if has block; then
   section "unit tail (BN + merge), eager and compiled"

@@ -1,4 +1,5 @@
-"""Regenerate what the docs quote from `senet` (`make readme`): the zoo table of docs/models.md, and every
+"""Regenerate what the docs quote from `senet` (`make readme`): the zoo's counts (src/senet/analysis/zoo.json,
+which `senet models` reads), the zoo table of docs/models.md, and every
 block of README.md and docs/*.md between `<!-- senet-output: ARGS -->` and `<!-- /senet-output -->`, which
 becomes a `$ senet ARGS` fence with the command's real output (`ARGS | head -N`: its first N lines, then
 `  ...`). Only cheap commands belong there (info, models): the tests run each one to check the docs.
@@ -61,6 +62,9 @@ def update_models_table() -> int:
 
 
 def main() -> None:
+    from senet.analysis.zoo import write_zoo_table
+
+    print(f"counted every registered model into {write_zoo_table().relative_to(ROOT)}")
     print(f"updated models.md: {update_models_table()} model rows")
     for page in quoting_pages():
         text = page.read_text()

@@ -10,7 +10,7 @@ import pytest
 
 import senet
 from senet.cli import main
-from senet.cli.models import markdown_twin_table, model_rows
+from senet.analysis.zoo import markdown_twin_table, model_rows
 
 
 @pytest.fixture(scope="module")

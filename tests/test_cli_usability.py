@@ -212,29 +212,32 @@ def _help(parser, command: str, dest: str) -> str:
     return next(a.help for a in parser.get_default("_parsers")[command]._actions if a.dest == dest)
 
 
-def test_help_names_the_choices_their_modules_define(monkeypatch):
-    """The help of --data, --recipe, the ablate study and the export suffixes is built from the constants
-    of the modules that own them: a new data kind, recipe, study or suffix shows up without editing the CLI."""
-    import dataclasses
-
+def test_help_names_the_choices_senet_options_declares(monkeypatch):
+    """The help of --data, --recipe, the ablate study and the export suffixes is built from senet.options,
+    where each value is declared once and which the implementing modules read too: a new data kind,
+    recipe, study or suffix shows up without editing the CLI."""
     import senet.analysis.ablation as ablation
     import senet.data.spec as spec
     import senet.engine.recipes as recipes
     import senet.interop.export as export
+    from senet import options
 
-    shipped = recipes.list_recipes()
+    assert spec.KINDS is options.DATA_KINDS and export.SUFFIXES is options.EXPORT_SUFFIXES
+    assert recipes.list_recipes is options.list_recipes
+    assert {name: study.table for name, study in ablation.STUDIES.items()} == options.STUDY_TABLES
+    shipped = options.list_recipes()
     assert {"paper-imagenet", "paper-cifar", "paper-mobile", "demo"} <= set(shipped)
-    monkeypatch.setattr(spec, "KINDS", (*spec.KINDS, "imagenet21k"))
-    monkeypatch.setattr(recipes, "list_recipes", lambda: [*shipped, "my-recipe"])
-    monkeypatch.setitem(ablation.STUDIES, "width", dataclasses.replace(ablation.STUDIES["gate"], name="width", table="Table 17"))
-    monkeypatch.setitem(export.SUFFIXES, ".onnxproto", "onnx")
+    monkeypatch.setattr(options, "DATA_KINDS", (*options.DATA_KINDS, "imagenet21k"))
+    monkeypatch.setattr(options, "list_recipes", lambda: [*shipped, "my-recipe"])
+    monkeypatch.setitem(options.STUDY_TABLES, "width", "Table 17")
+    monkeypatch.setitem(options.EXPORT_SUFFIXES, ".onnxproto", "onnx")
     parser = build_parser()
     for command in ("train", "ablate"):
-        assert _help(parser, command, "data").split(" | ") == [spec.data_form(kind) for kind in spec.KINDS]
+        assert _help(parser, command, "data").split(" | ") == [options.data_form(kind) for kind in options.DATA_KINDS]
         assert _help(parser, command, "data").endswith("cifar100:PATH | imagenet21k:PATH")
         assert _help(parser, command, "recipe").startswith(" | ".join([*shipped, "my-recipe", "FILE.yaml"]) + " (default")
     study = _help(parser, "ablate", "study")
-    assert study.startswith(" | ".join([*ablation.STUDIES, ablation.GRID]) + " (Tables 10-17;")
+    assert study.startswith(" | ".join([*options.STUDY_TABLES, options.GRID]) + " (Tables 10-17;")
     assert "width | grid" in study
     assert _help(parser, "export", "output") == "file to write (.onnx, .pt, .ts, .pt2, .onnxproto)"
 

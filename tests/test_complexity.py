@@ -138,3 +138,11 @@ def test_complexity_counts_real_weights_and_restores_mode() -> None:
     assert senet.complexity(model, (3, 64, 64)).macs == pytest.approx(4 * stats.macs, rel=0.01)
     with pytest.raises(senet.ConfigError, match="does not fit"):
         senet.complexity(model, (64, 64))
+
+
+def test_the_zoo_table_is_the_live_count() -> None:
+    """`senet models` reads the registered models' counts from senet/analysis/zoo.json: it must be what
+    counting every model now gives (after changing a model: `make readme`, or write_zoo_table())."""
+    from senet.analysis.zoo import model_rows
+
+    assert model_rows() == model_rows(live=True)

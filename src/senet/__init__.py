@@ -1,37 +1,36 @@
-"""senet: Squeeze-and-Excitation Networks (Hu et al., CVPR 2018 / TPAMI 2019) for PyTorch."""
+"""senet: Squeeze-and-Excitation Networks (Hu et al., CVPR 2018 / TPAMI 2019) for PyTorch.
 
-from senet.analysis import Complexity, complexity
-from senet.errors import ConfigError, SenetError, UnknownModelError
-from senet.interop.load import load_model
-from senet.interop.retrofit import SEReport, add_se
-from senet.layers import SEConfig, ShapeError, SqueezeExcitation
-from senet.models import (
-    create_model,
-    is_se_model,
-    list_models,
-    plain_twin,
-    register_model,
-    se_twin,
-)
+The names below are imported when first used (PEP 562): `import senet` costs nothing, `senet.create_model`
+imports the model API (layers and models) and nothing else; `load_model`, `add_se` and `complexity` bring
+in what they need when asked for. So the `senet` command starts without importing torch.
+"""
+
+from __future__ import annotations
+
+from senet.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Complexity",
-    "ConfigError",
-    "SEConfig",
-    "SEReport",
-    "SenetError",
-    "ShapeError",
-    "SqueezeExcitation",
-    "UnknownModelError",
-    "add_se",
-    "complexity",
-    "create_model",
-    "is_se_model",
-    "list_models",
-    "load_model",
-    "plain_twin",
-    "register_model",
-    "se_twin",
-]
+# Each public name and the module that defines it.
+_EXPORTS = {
+    "Complexity": "senet.analysis.complexity",
+    "complexity": "senet.analysis.complexity",
+    "ConfigError": "senet.errors",
+    "SenetError": "senet.errors",
+    "UnknownModelError": "senet.errors",
+    "load_model": "senet.interop.load",
+    "SEReport": "senet.interop.retrofit",
+    "add_se": "senet.interop.retrofit",
+    "SEConfig": "senet.layers",
+    "ShapeError": "senet.layers",
+    "SqueezeExcitation": "senet.layers",
+    "create_model": "senet.interop.pretrained",
+    "is_se_model": "senet.models",
+    "list_models": "senet.interop.pretrained",
+    "plain_twin": "senet.models",
+    "register_model": "senet.models",
+    "se_twin": "senet.models",
+}
+
+__all__ = sorted(_EXPORTS, key=lambda name: (name[0].islower(), name))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -45,10 +45,10 @@ from torch import Tensor
 
 from senet import allocator
 from senet.errors import ConfigError, SenetError, check_choice
-from senet.layers import SE_IMPLS, set_se_impl
+from senet.layers import SE_IMPLS, se_path, set_se_impl
 
-MODES = ("infer", "train")
-DEVICES = ("cpu", "cuda")
+from senet.options import BENCH_DEVICES as DEVICES
+from senet.options import BENCH_MODES as MODES
 # Model keywords that describe the network rather than its SE blocks: a plain baseline shares them.
 SHARED_KWARGS = ("layout", "num_classes", "in_chans")
 
@@ -197,6 +197,7 @@ class BenchResult:
             "model_peak_mb": self.model.as_dict()["peak_mb"],
             "baseline_peak_mb": None if self.baseline is None else self.baseline.as_dict()["peak_mb"],
             "memory_ratio": _round(self.memory_ratio),
+            "se_path": se_path(self.config.se_impl, self.config.device, self.config.compile),
             "config": config,
             "environment": self.environment,
             "measurements": [m.as_dict() for m in (self.model, self.baseline) if m is not None],
@@ -526,6 +527,8 @@ def format_result(result: BenchResult) -> str:
         peak = "" if d["peak_mb"] is None else f"{d['peak_mb']:.1f}"
         saved = "" if d["saved_mb"] is None else f"{d['saved_mb']:.1f}"
         lines.append(f"  {label:28s} {m.median_ms:10.1f} {m.min_ms:9.1f} {m.images_per_s:8.2f} {peak:>9s} {saved:>9s}")
+    for impl in dict.fromkeys(m.se_impl for m in (result.model, result.baseline) if m is not None and is_se_model(m.name)):
+        lines.append(f"  SE path ({impl}): {se_path(impl, config.device, config.compile)}")
     if result.baseline is not None:
         lines.append(
             f"  time ratio model/baseline: {result.ratio:.3f} (median of paired rounds; "

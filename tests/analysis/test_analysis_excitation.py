@@ -5,7 +5,8 @@ import torch
 
 from senet import create_model
 from senet.analysis.excitation import collect_excitations, paper_block_name, se_blocks
-from senet.analysis.plots import plot_excitations, plot_training_curves
+from senet.analysis.excitation import plot_excitations
+from senet.analysis.plots import plot_training_curves
 
 
 def test_paper_block_names():

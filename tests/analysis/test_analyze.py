@@ -13,7 +13,9 @@ from senet.cli import main
 from senet.data import AugmentedDataset, EvalTransform, Normalize
 from senet.data.spec import open_eval_data
 from senet.weights.checkpoint import save_weights
+from senet.weights.record import CheckpointRecord
 from senet.engine.evaluate import eval_pipeline, evaluate
+from senet.interop.load import load_for_evaluation
 from senet.engine.train import train
 from senet.models import create_model
 from tests.training_fixtures import tiny_config
@@ -142,7 +144,7 @@ def test_a_checkpoint_without_se_is_a_one_line_error(tmp_path, capsys):
     val, _ = open_eval_data(DATA)
     meta = {"format": 1, "model": "resnet20", "kwargs": {"num_classes": 3}, "classes": val.classes, "channels": 3,
             "mean": list(val.mean), "std": list(val.std), "input_size": 8, "eval_crop_fraction": 0.875, "data": DATA}
-    save_weights(tmp_path / "plain.safetensors", create_model("resnet20", num_classes=3).state_dict(), meta)
+    save_weights(tmp_path / "plain.safetensors", create_model("resnet20", num_classes=3).state_dict(), CheckpointRecord.from_dict(meta))
     for study in (["excitation", "--output", str(tmp_path / "o")], ["se-drop"]):
         assert main(["analyze", study[0], "--checkpoint", str(tmp_path / "plain.safetensors"), *study[1:], "-q"]) == 2
         err = capsys.readouterr().err.strip()
@@ -213,7 +215,7 @@ def test_se_drop_rows_against_models_with_the_se_removed(run, capsys):
         assert row["blocks"] == [n for n in names if n.startswith(f"SE_{int(layer[-1]) + 1}_")]
         assert row["params"] == se_params[layer] == sum(count_params(se_blocks(model)[n]) for n in row["blocks"])
     assert cumulative[-1]["params"] == stats.se_params and drop["params"] == stats.params
-    pipeline = eval_pipeline(run, DATA, workers=0)
+    pipeline = eval_pipeline(load_for_evaluation(run), DATA, workers=0)
     for row in stages + cumulative[:1] + cumulative[-1:]:
         result = evaluate(remove_se(load_model(run), row["blocks"]), pipeline.loader, pipeline.normalize)
         assert (row["top1_err"], row["top5_err"]) == (round(result.top1_err, 4), round(result.top5_err, 4))
@@ -227,7 +229,7 @@ def test_replace_mean_is_a_constant_scale_folded_into_the_last_bn(run, capsys):
     assert drop["replace"] == "mean"
     images, _ = validation_inputs(run)
     mean = {name: s.mean(0) for name, s in naive_excitations(load_model(run), images).items()}
-    pipeline = eval_pipeline(run, DATA, workers=0)
+    pipeline = eval_pipeline(load_for_evaluation(run), DATA, workers=0)
     for row in [r for r in drop["rows"] if r["kind"] == "stage"]:
         folded = load_model(run)
         blocks = se_blocks(folded)

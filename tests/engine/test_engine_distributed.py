@@ -12,7 +12,8 @@ import pytest
 from training_fixtures import subprocess_env
 
 from senet.weights.checkpoint import checkpoint_dirs
-from senet.engine.evaluate import evaluate_checkpoint
+from senet.engine.evaluate import evaluate_network
+from senet.interop.load import load_for_evaluation
 
 DATA = "synthetic:train=96,val=30,size=8,classes=4"
 ARGS = ["-m", "senet", "train", "--model", "se_resnet20", "--data", DATA, "--recipe", "paper-cifar", "--input-size", "8",
@@ -52,7 +53,7 @@ def test_torchrun_two_gloo_processes_train_and_evaluate(tmp_path):
     # 96 images over 2 processes of batch 8: 6 steps an epoch, every image once; the global batch is 16.
     assert [(row["epoch"], row["step"], row["train_images"]) for row in rows] == [(1, 6, 96), (2, 12, 96)]
     # The 30 validation images were split 15 / 15 and summed: the single-process evaluation agrees.
-    single = evaluate_checkpoint(reference, DATA, workers=0)
+    single = evaluate_network(load_for_evaluation(reference), DATA, workers=0)
     assert single["images"] == 30
     assert single["top1_err"] == pytest.approx(rows[-1]["val_top1_err"], abs=1e-3)
     assert single["loss"] == pytest.approx(rows[-1]["val_loss"], abs=1e-4)

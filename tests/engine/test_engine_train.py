@@ -8,7 +8,8 @@ import yaml
 from training_fixtures import make_tree, tiny_config
 
 from senet.weights.checkpoint import checkpoint_dirs, load_checkpoint, load_weights
-from senet.engine.evaluate import evaluate_checkpoint
+from senet.engine.evaluate import evaluate_network
+from senet.interop.load import load_for_evaluation
 from senet.engine.train import Trainer, TrainingDiverged, train
 from senet.errors import ConfigError
 
@@ -28,12 +29,12 @@ def test_a_run_writes_config_metrics_checkpoints_and_final_weights(tmp_path):
         assert isinstance(rows[-1][key], float)
     assert rows[-1]["train_images"] == 64
     assert [p.name for p in checkpoint_dirs(run)] == ["step-00000008", "step-00000004"]
-    state, meta = load_weights(run / "model.safetensors")
-    assert meta["model"] == "se_resnet20" and meta["kwargs"] == {"num_classes": 4, "in_chans": 3}
-    assert meta["classes"] == ["class_0", "class_1", "class_2", "class_3"] and meta["input_size"] == 8
+    state, record = load_weights(run / "model.safetensors")
+    assert record.model == "se_resnet20" and record.kwargs == {"num_classes": 4, "in_chans": 3}
+    assert record.classes == ("class_0", "class_1", "class_2", "class_3") and record.input_size == 8
     assert weights_equal(state, {k: v for k, v in result.model.state_dict().items()})
     # senet eval rebuilds the model from the metadata alone and agrees with the last epoch's evaluation.
-    evaluated = evaluate_checkpoint(run, tiny_config().data.spec, workers=0)
+    evaluated = evaluate_network(load_for_evaluation(run), tiny_config().data.spec, workers=0)
     assert evaluated["images"] == 16
     assert evaluated["top1_err"] == pytest.approx(rows[-1]["val_top1_err"], abs=1e-3)
     assert evaluated["loss"] == pytest.approx(rows[-1]["val_loss"], abs=1e-3)
@@ -80,7 +81,7 @@ def test_ema_weights_are_saved_evaluated_and_loadable(tmp_path):
     ema, _ = load_weights(tmp_path / "model_ema.safetensors")
     plain, _ = load_weights(tmp_path / "model.safetensors")
     assert not weights_equal(ema, plain)
-    assert evaluate_checkpoint(tmp_path, tiny_config().data.spec, workers=0, ema=True)["images"] == 16
+    assert evaluate_network(load_for_evaluation(tmp_path, ema=True), tiny_config().data.spec, workers=0)["images"] == 16
 
 
 def test_gradient_accumulation_counts_steps_and_scales_the_rate(tmp_path):

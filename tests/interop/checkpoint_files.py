@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from senet.weights.checkpoint import save_weights
 from senet.models import create_model
 
 CLASSES = ["ant", "bee", "cat", "dog"]
@@ -44,8 +43,10 @@ def batch(channels: int = 3, side: int = 32, n: int = 2) -> torch.Tensor:
 
 
 def senet_file(path: Path, model: torch.nn.Module, meta: dict | None = None) -> Path:
-    """A .safetensors file as `senet train` writes it (metadata in the header)."""
-    save_weights(path, model.state_dict(), META if meta is None else meta)
+    """A .safetensors file as `senet train` writes it: the checkpoint record's JSON (format 1) in the header
+    under "senet", written here as the plain dict earlier versions of senet wrote."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"senet": json.dumps(META if meta is None else meta)})
     return path
 
 

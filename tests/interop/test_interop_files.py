@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 import senet
 from senet.weights.checkpoint import save_checkpoint, save_weights
+from senet.weights.record import CheckpointRecord
 from senet.interop.load import load_pretrained
 
 
@@ -82,12 +83,12 @@ def test_senet_files_need_no_model_name(tmp_path: Path, net: torch.nn.Module) ->
     # a run folder (its final weights and EMA weights) and a checkpoint folder
     run = tmp_path / "run"
     run.mkdir()
-    save_weights(run / "model.safetensors", net.state_dict(), META)
+    save_weights(run / "model.safetensors", net.state_dict(), CheckpointRecord.from_dict(META))
     ema = network(seed=1)
-    save_weights(run / "model_ema.safetensors", ema.state_dict(), META)
+    save_weights(run / "model_ema.safetensors", ema.state_dict(), CheckpointRecord.from_dict(META))
     assert torch.equal(logits(senet.load_model(run), x), logits(net, x))
     assert torch.equal(logits(senet.load_model(run, ema=True), x), logits(ema, x))
-    folder = save_checkpoint(tmp_path / "run2", 7, model=net.state_dict(), trainer={"step": 7}, meta=META)
+    folder = save_checkpoint(tmp_path / "run2", 7, model=net.state_dict(), trainer={"step": 7}, record=CheckpointRecord.from_dict(META))
     assert torch.equal(logits(senet.load_model(folder), x), logits(net, x))
     assert torch.equal(logits(senet.load_model(tmp_path / "run2"), x), logits(net, x))
 
@@ -163,7 +164,7 @@ def _bad_files(root: Path, state: dict[str, torch.Tensor]) -> dict[str, tuple[Pa
     torch.save({"epoch": 3, "note": "x"}, add("no-weights", "meta.pth", "no state dict of tensors"))
     torch.save({"foo.weight": torch.zeros(2)}, add("unrecognised", "foo.pth", "unrecognised architecture"))
     save_weights(add("shape", "shape.safetensors", "fc.weight is [4, 64] in the file but [10, 64] in the model"), state,
-                 META | {"kwargs": {"num_classes": 10}})
+                 CheckpointRecord.from_dict(META | {"kwargs": {"num_classes": 10}}))
     add("missing", "nothing-here.pth", "does not exist")
     (root / "hub").mkdir()
     (root / "hub" / "config.json").write_text("{}")

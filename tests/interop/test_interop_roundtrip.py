@@ -35,8 +35,8 @@ def test_convert_eval_predict(tmp_path: Path, foreign: tuple[Path, torch.nn.Modu
     assert main(["convert", str(source), str(converted), "--model", "se_resnet20"]) == 0
     assert capsys.readouterr().out.strip() == ("senet se_resnet20 -> se_resnet20 (num_classes=4), 152 tensors "
                                                 f"(the checkpoint's 'state_dict', 'module.' prefix removed); wrote {converted}")
-    state, meta = load_weights(converted)
-    assert meta["model"] == "se_resnet20" and meta["kwargs"] == {"num_classes": 4, "in_chans": 3} and meta["source"] == "senet"
+    state, record = load_weights(converted)
+    assert record.model == "se_resnet20" and record.kwargs == {"num_classes": 4, "in_chans": 3} and record.source == "senet"
     x = batch()
     with torch.no_grad():
         assert torch.equal(senet.load_model(converted)(x), model(x))
@@ -59,9 +59,9 @@ def test_convert_hub_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     hub = hub_folder(tmp_path / "hub", network("se_resnet18", layout="torchvision"))
     assert main(["convert", str(hub), str(tmp_path / "se18.safetensors")]) == 0
     assert capsys.readouterr().out.startswith("timm seresnet18 -> se_resnet18 (layout=torchvision, num_classes=4)")
-    _, meta = load_weights(tmp_path / "se18.safetensors")
-    assert meta["classes"] == ["ant", "bee", "cat", "dog"] and meta["eval_crop_fraction"] == 0.9
-    assert meta["interpolation"] == "bicubic" and meta["mean"] == [0.5, 0.5, 0.5] and meta["source"] == "timm"
+    _, record = load_weights(tmp_path / "se18.safetensors")
+    assert record.classes == ("ant", "bee", "cat", "dog") and record.eval_crop_fraction == 0.9
+    assert record.interpolation == "bicubic" and record.mean == (0.5, 0.5, 0.5) and record.source == "timm"
 
 
 def test_train_pretrained_replaces_the_classifier(tmp_path: Path, foreign: tuple[Path, torch.nn.Module],
@@ -78,8 +78,8 @@ def test_train_pretrained_replaces_the_classifier(tmp_path: Path, foreign: tuple
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["pretrained"] == str(source) and config["model"]["source"] == "senet"
     assert config["model"]["name"] == "se_resnet20"
-    trained, meta = load_weights(run / "model.safetensors")
-    assert meta["classes"] == ["x", "y", "z"] and trained["fc.weight"].shape == (3, 64)
+    trained, record = load_weights(run / "model.safetensors")
+    assert record.classes == ("x", "y", "z") and trained["fc.weight"].shape == (3, 64)
     # the backbone started from the file's weights (a learning rate of 1e-9 keeps them)
     assert torch.allclose(trained["stem.0.weight"], model.state_dict()["stem.0.weight"], atol=1e-6)
     # a resume rebuilds the network from config.yaml, without reading the file again
@@ -100,8 +100,8 @@ def test_train_pretrained_adapts_the_input_convolution(tmp_path: Path, capsys: p
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["model"]["name"] == "se_resnet18" and config["model"]["source"] == "timm"
     assert config["model"]["kwargs"] == {"layout": "torchvision"}
-    _, meta = load_weights(tmp_path / "run" / "model.safetensors")
-    assert meta["kwargs"]["in_chans"] == 1
+    _, record = load_weights(tmp_path / "run" / "model.safetensors")
+    assert record.kwargs["in_chans"] == 1
 
 
 def test_convert_subprocess_bad_file(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import senet
 from senet.errors import SenetError
 from senet.interop.sources import (
     SOURCES,
-    AmbiguousCheckpointError,
     Recognised,
     StateDictMismatchError,
     UnrecognisedCheckpointError,
@@ -59,10 +58,10 @@ def test_every_source_has_a_ci_peer() -> None:
 @pytest.mark.parametrize("peer", [_param(p) for p in PEERS])
 def test_peer_logits(peer: Peer) -> None:
     fixture, weights = _weights(peer)
-    try:
-        found = recognise(weights)
-    except AmbiguousCheckpointError:  # only plain ResNets look alike in timm and torchvision
-        assert _is_plain(weights) and peer.source in ("timm", "torchvision")
+    found = recognise(weights)
+    if found.assumed:  # only plain ResNets look alike in timm and torchvision: the same network
+        assert _is_plain(weights) and peer.source in ("timm", "torchvision") and found.source == "torchvision"
+        assert recognise(weights, source=peer.source, model=found.model_name).model_kwargs == found.model_kwargs
         found = recognise(weights, source=peer.source)
     assert (found.source, found.architecture) == (peer.source, peer.architecture)
     difference = relative_difference(_logits(found, peer.side), fixture["logits"])
@@ -101,11 +100,18 @@ def test_describe_and_contract() -> None:
     assert found.preprocessing["crop_pct"] == 0.875 and found.preprocessing["interpolation"] == "bilinear"
 
 
-def test_plain_resnets_are_ambiguous_without_a_source() -> None:
+def test_plain_resnets_load_without_a_source() -> None:
+    """The keys fit timm's and torchvision's ResNets alike: the network is the same, torchvision's
+    preprocessing is assumed (timm's where the file was found in timm's cache) and the note says so."""
     _, weights = _weights(_peer("torchvision", "resnet18"))
-    with pytest.raises(AmbiguousCheckpointError, match=r"'timm' and 'torchvision'.*source=") as error:
-        recognise(weights)
-    assert "\n" not in str(error.value)
+    found = recognise(weights)
+    assert (found.source, found.model_name, found.model_kwargs) == ("torchvision", "resnet18", {"layout": "torchvision"})
+    assert "assumed torchvision's preprocessing" in found.assumed and "--source timm" in found.assumed
+    assert "\n" not in found.assumed
+    timm = recognise(weights, prefer="timm")
+    assert timm.source == "timm" and timm.preprocessing["interpolation"] == "bicubic"
+    assert all(torch.equal(timm.state_dict[k], v) for k, v in found.state_dict.items())
+    assert recognise(weights, source="torchvision").assumed == ""
     assert recognise(weights, source="torchvision").preprocessing["interpolation"] == "bilinear"
     hub = recognise(weights, config={"architecture": "resnet18", "pretrained_cfg": {"crop_pct": 0.9}})
     assert (hub.source, hub.model_name, hub.preprocessing["crop_pct"]) == ("timm", "resnet18", 0.9)
@@ -205,3 +211,18 @@ def test_live_peer(peer: Peer) -> None:
     assert relative_difference(theirs, fixture["logits"]) <= TOLERANCE
     found = recognise(weights, source=peer.source)
     assert relative_difference(_logits(found, peer.side), theirs) <= TOLERANCE
+
+
+def test_plain_resnet_file_loads_with_a_note(tmp_path, capsys) -> None:
+    from senet.cli import main
+    from senet.interop.sources import AssumedSourceWarning
+
+    _, weights = _weights(_peer("timm", "resnet18"))
+    torch.save(weights, tmp_path / "resnet18.pth")
+    with pytest.warns(AssumedSourceWarning, match="assumed torchvision's preprocessing"):
+        model = senet.load_model(tmp_path / "resnet18.pth")
+    assert model.pretrained_cfg["source"] == "torchvision" and model.pretrained_cfg["crop_pct"] == 224 / 256
+    assert senet.load_model(tmp_path / "resnet18.pth", source="timm").pretrained_cfg["interpolation"] == "bicubic"
+    assert main(["convert", str(tmp_path / "resnet18.pth"), str(tmp_path / "r.safetensors")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("senet: note: ") and err.count("\n") == 1 and "--source timm" in err

@@ -11,6 +11,7 @@ refuses settings that differ from those the runs were trained with.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -25,12 +26,17 @@ from typing import Any
 import torch
 import yaml
 
-from senet.weights.checkpoint import atomic_write, read_weights_meta
-from senet.engine.config import RunConfig, plain
+from senet.engine.config import RunConfig
 from senet.engine.train import CONFIG_FILE, METRICS_FILE, flatten_config, prepare_config
-from senet.errors import ConfigError, SenetError, did_you_mean
+from senet.errors import ConfigError, SenetError, did_you_mean, shown
+from senet.weights.checkpoint import atomic_write, read_record
+from senet.options import GRID, STUDY_TABLES
+from senet.weights.lock import FolderLock
+from senet.weights.record import plain
 
 SWEEP_FILE = "sweep.json"
+SWEEP_IN_USE = "wait for it to finish, or give another --output"
+SHORT_WAIT = 30.0  # seconds a Slurm array's run waits for another's update of sweep.json
 # Settings every listed `senet train` command names, even where the recipe has the same.
 ALWAYS_SPELLED = ("model.name", "data.spec", "train.seed")
 
@@ -52,42 +58,34 @@ class Study:
 STUDIES: dict[str, Study] = {
     study.name: study
     for study in (
-        Study("reduction", "Table 10", "reduction ratio r",
+        Study("reduction", STUDY_TABLES["reduction"], "reduction ratio r",
               tuple((f"r = {r}", {"reduction": r}) for r in (2, 4, 8, 16, 32)),
               {"r = 2": 22.29, "r = 4": 22.25, "r = 8": 22.26, "r = 16": 22.28, "r = 32": 22.72}),
-        Study("squeeze", "Table 11", "squeeze operator",
+        Study("squeeze", STUDY_TABLES["squeeze"], "squeeze operator",
               (("avg", {"squeeze": "avg"}), ("max", {"squeeze": "max"})), {"avg": 22.28, "max": 22.57}),
-        Study("gate", "Table 12", "excitation non-linearity",
+        Study("gate", STUDY_TABLES["gate"], "excitation non-linearity",
               tuple((gate, {"gate": gate}) for gate in ("sigmoid", "tanh", "relu")),
               {"sigmoid": 22.28, "tanh": 23.00, "relu": 23.47}),
-        Study("stages", "Table 13", "SE in one stage only", (),  # the model's own stages, see `study_variants`
+        Study("stages", STUDY_TABLES["stages"], "SE in one stage only", (),  # the model's own stages, see `study_variants`
               {"SE_Stage_2": 23.03, "SE_Stage_3": 23.04, "SE_Stage_4": 22.68, "SE_All": 22.28}),
-        Study("position", "Table 14", "SE integration (Fig. 5)",
+        Study("position", STUDY_TABLES["position"], "SE integration (Fig. 5)",
               (("SE", {"se_position": "standard"}), ("SE-PRE", {"se_position": "pre"}),
                ("SE-POST", {"se_position": "post"}), ("SE-Identity", {"se_position": "identity"})),
               {"SE": 22.28, "SE-PRE": 22.23, "SE-POST": 22.78, "SE-Identity": 22.20}),
-        Study("3x3", "Table 15", "SE after the 3x3 convolution",
+        Study("3x3", STUDY_TABLES["3x3"], "SE after the 3x3 convolution",
               (("SE", {"se_position": "standard"}), ("SE_3x3", {"se_position": "3x3"})), {"SE": 22.28}),
-        Study("nosqueeze", "Table 16", "no global pooling (FCs as 1x1 convolutions at every position)",
+        Study("nosqueeze", STUDY_TABLES["nosqueeze"], "no global pooling (FCs as 1x1 convolutions at every position)",
               (("SE", {"squeeze": "avg"}), ("NoSqueeze", {"squeeze": "none"})), {"SE": 22.28}),
     )
 }
-GRID = "grid"
 
 
 def model_stages(model: str, base: Mapping[str, Any] | None = None) -> list[int]:
-    """The `se_stages` numbers `model` accepts (paper numbering: conv2_x = 2 ...), found by asking create_model."""
+    """The `se_stages` numbers `model` accepts (paper numbering: conv2_x = 2 ...), as its family declares them."""
     from senet.models import create_model
 
-    stages = []
     with torch.device("meta"):
-        for stage in range(0, 9):
-            try:
-                create_model(model, **{**(base or {}), "se_stages": (stage,)})
-            except ConfigError:
-                continue
-            stages.append(stage)
-    return stages
+        return list(create_model(model, **(base or {})).stage_info.se_stages)
 
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -286,30 +284,31 @@ def record_sweep(sweep: Sweep) -> None:
     A later call may add studies or seeds to a sweep, but every run must share the training settings,
     data and model of the runs already there: anything else is a ConfigError naming the differences.
     """
-    path = sweep.output / SWEEP_FILE
-    record: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-            record["runs"] = dict(record["runs"])
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path} is not a readable sweep record; move it away to start the sweep afresh") from None
-    recorded: dict[str, Any] = record.get("runs", {})
-    if record.get("model", sweep.model) != sweep.model:
-        raise ConfigError(f"{sweep.output} holds a sweep of {record['model']}; ablate {sweep.model} with another --output")
-    planned = {str(run.folder.relative_to(sweep.output)): run.config.to_dict() for run in sweep.runs}
-    for key, before in recorded.items():
-        # Every run of a sweep shares all but its network and seed; a run planned again must match in full.
-        after = planned.get(key, next(iter(planned.values())))
-        differences = _differences(before, after, shared_only=key not in planned)
-        if differences:
-            raise ConfigError(
-                f"{sweep.output} holds a sweep trained with other settings ({'; '.join(differences[:3])}); "
-                "repeat the earlier settings or choose another --output"
-            )
-    sweep.output.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"model": sweep.model, "runs": recorded | planned}, indent=1)
-    atomic_write(path, lambda temp: temp.write_text(text))
+    with FolderLock(sweep.output, fix=SWEEP_IN_USE, wait=SHORT_WAIT):  # (read, check, write: one at a time)
+        path = sweep.output / SWEEP_FILE
+        record: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text())
+                record["runs"] = dict(record["runs"])
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(f"{path} is not a readable sweep record; move it away to start the sweep afresh") from None
+        recorded: dict[str, Any] = record.get("runs", {})
+        if record.get("model", sweep.model) != sweep.model:
+            raise ConfigError(f"{sweep.output} holds a sweep of {record['model']}; ablate {sweep.model} with another --output")
+        planned = {str(run.folder.relative_to(sweep.output)): run.config.to_dict() for run in sweep.runs}
+        for key, before in recorded.items():
+            # Every run of a sweep shares all but its network and seed; a run planned again must match in full.
+            after = planned.get(key, next(iter(planned.values())))
+            differences = _differences(before, after, shared_only=key not in planned)
+            if differences:
+                raise ConfigError(
+                    f"{sweep.output} holds a sweep trained with other settings ({'; '.join(differences[:3])}); "
+                    "repeat the earlier settings or choose another --output"
+                )
+        sweep.output.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"model": sweep.model, "runs": recorded | planned}, indent=1)
+        atomic_write(path, lambda temp: temp.write_text(text))
 
 
 def _differences(before: dict[str, Any], after: dict[str, Any], *, shared_only: bool) -> list[str]:
@@ -318,7 +317,7 @@ def _differences(before: dict[str, Any], after: dict[str, Any], *, shared_only: 
     keys = sorted(set(old) | set(new))
     if shared_only:
         keys = [k for k in keys if k not in ("model.name", "model.kwargs", "train.seed")]
-    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    return [f"{k}: {shown(old.get(k))} -> {shown(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
 
 
 def train_commands(sweep: Sweep, flags: Mapping[str, str] | None = None) -> list[str]:
@@ -434,11 +433,11 @@ def collect(sweep: Sweep) -> list[Result]:
                 finals.append(history[-1])
                 seconds.append(sum(h["train_seconds"] for h in history))
             if runs:
-                meta = read_weights_meta(runs[0].folder / "model.safetensors")
+                record = read_record(runs[0].folder / "model.safetensors")
                 with torch.device("meta"):
-                    network = create_model(meta["model"], **meta.get("kwargs", {}))
-                size = meta["input_size"]
-                stats = complexity(network, (meta["channels"], *(size,) * (len(network.default_input_size) - 1)))
+                    network = create_model(record.model, **record.kwargs)
+                size = record.input_size
+                stats = complexity(network, (record.channels, *(size,) * (len(network.default_input_size) - 1)))
                 result.seeds, result.params, result.gmacs = len(runs), stats.params, stats.gmacs
                 result.top1 = _mean_std([f["val_top1_err"] for f in finals])
                 result.top5 = _mean_std([f["val_top5_err"] for f in finals])
@@ -533,26 +532,28 @@ def ablate(
 
     With `only`, just that run trains and the results are left for a later call (or `collect_only`).
     """
-    sweep = plan_sweep(studies, model=model, recipe=recipe, overrides=overrides, seeds=seeds, output=output, grid=grid)
-    for note in sweep.notes:
-        log(note)
-    variants = len({run.variant for run in sweep.runs})
-    if collect_only:
-        record_sweep(sweep)
-    else:
-        log(f"senet ablate {', '.join(studies)} on {sweep.model}: {variants} networks x {len(seeds)} seed(s) = "
-            f"{len(sweep.runs)} runs in {sweep.output}, {jobs} at a time")
-        run_sweep(sweep, jobs=jobs, only=only, log=log)
-        if only is not None:
-            return []
-    results = collect(sweep)
-    paths = write_results(sweep, results)
-    log(format_results(results))
-    missing = sum(not run.finished for run in sweep.runs)
-    if missing:
-        log(f"{missing} of {len(sweep.runs)} runs not finished yet; the table holds the finished ones")
-    log(f"results: {paths['md']}, {paths['csv']}, {paths['png']}")
-    return results
+    # A whole sweep is one writer of DIR; the runs of a Slurm array (`only`) share it, each locking its run.
+    with FolderLock(output, fix=SWEEP_IN_USE) if only is None else contextlib.nullcontext():
+        sweep = plan_sweep(studies, model=model, recipe=recipe, overrides=overrides, seeds=seeds, output=output, grid=grid)
+        for note in sweep.notes:
+            log(note)
+        variants = len({run.variant for run in sweep.runs})
+        if collect_only:
+            record_sweep(sweep)
+        else:
+            log(f"senet ablate {', '.join(studies)} on {sweep.model}: {variants} networks x {len(seeds)} seed(s) = "
+                f"{len(sweep.runs)} runs in {sweep.output}, {jobs} at a time")
+            run_sweep(sweep, jobs=jobs, only=only, log=log)
+            if only is not None:
+                return []
+        results = collect(sweep)
+        paths = write_results(sweep, results)
+        log(format_results(results))
+        missing = sum(not run.finished for run in sweep.runs)
+        if missing:
+            log(f"{missing} of {len(sweep.runs)} runs not finished yet; the table holds the finished ones")
+        log(f"results: {paths['md']}, {paths['csv']}, {paths['png']}")
+        return results
 
 
 def list_commands(

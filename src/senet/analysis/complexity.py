@@ -1,4 +1,4 @@
-"""Parameter and multiply-accumulate counts from an actual forward pass (paper Tables 2, 3, 10, 13-16).
+"""Parameter and multiply-accumulate counts from a forward pass over shapes (paper Tables 2, 3, 10, 13-16).
 
 What counts as a MAC, as in the paper's "GFLOPs": every multiply-accumulate of a convolution or linear
 layer, plus the SE block's own elementwise work: one accumulate per input element for the squeeze
@@ -10,7 +10,7 @@ negligible); so ResNet-50 is 3.86 GMACs and SE-ResNet-50 3.87 at 224x224, as in 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,8 +19,10 @@ from torch import nn
 from senet.errors import ConfigError
 from senet.layers import SqueezeExcitation, se_impl
 from senet.layers.nd import BATCHNORMS, CONVS
+from senet.models.features import StageInfo
 
-_CONVS = (*CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CONVS = (*CONVS, *_TRANSPOSED)
 
 
 @dataclass
@@ -81,6 +83,32 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _conv_shape(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A forward for a convolution that gives its output's shape (an empty batch) without its weights."""
+    transposed = isinstance(module, _TRANSPOSED)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        sides = []
+        for i, side in enumerate(x.shape[2:]):
+            kernel, stride, dilation = module.kernel_size[i], module.stride[i], module.dilation[i]
+            if module.padding == "same":
+                sides.append(side)
+                continue
+            pad = 0 if module.padding == "valid" else module.padding[i]
+            if transposed:
+                sides.append((side - 1) * stride - 2 * pad + dilation * (kernel - 1) + module.output_padding[i] + 1)
+            else:
+                sides.append((side + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1)
+        return x.new_empty((x.shape[0], module.out_channels, *sides))
+
+    return forward
+
+
+def _linear_shape(module: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A forward for a linear layer that gives its output's shape (an empty batch) without its weights."""
+    return lambda x: x.new_empty((*x.shape[:-1], module.out_features))
+
+
 def _input_size(model: nn.Module, input_size: int | Sequence[int] | None) -> tuple[int, ...]:
     default = tuple(getattr(model, "default_input_size", (3, 224, 224)))
     if input_size is None:
@@ -100,13 +128,12 @@ def count_params(module: nn.Module) -> int:
 def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) -> Complexity:
     """Count parameters and MACs of `model` for one input of `input_size` (int side or (C, *spatial)).
 
-    Runs one forward pass in eval mode on the model's device; a model built on the meta device
-    (`with torch.device("meta"): ...`) is counted without allocating or computing anything.
+    Runs one forward pass in eval mode over a batch of no samples, in which every convolution, linear
+    layer and BatchNorm gives the shape of its output without touching its weights: nothing is computed,
+    so a model of any size on any device, or built on the meta device (`with torch.device("meta"): ...`),
+    is counted in milliseconds.
     """
     size = _input_size(model, input_size)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
 
     se_modules = {m for m in model.modules() if isinstance(m, SqueezeExcitation)}
     se_members = {sub for m in se_modules for sub in m.modules()}
@@ -137,15 +164,15 @@ def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) 
                 stage.se_macs += macs
 
     def conv_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        per_sample = output.numel() // output.shape[0]
+        per_sample = math.prod(output.shape[1:])
         macs = per_sample * (module.in_channels // module.groups) * math.prod(module.kernel_size)
         add(module, macs, module in se_members)
 
     def linear_hook(module: nn.Linear, inputs: tuple, output: torch.Tensor) -> None:
-        add(module, output.numel() // output.shape[0] * module.in_features, module in se_members)
+        add(module, math.prod(output.shape[1:]) * module.in_features, module in se_members)
 
     def se_hook(module: SqueezeExcitation, inputs: tuple, output: torch.Tensor) -> None:
-        per_sample = inputs[0].numel() // inputs[0].shape[0]
+        per_sample = math.prod(inputs[0].shape[1:])
         squeeze = per_sample if module.squeeze_mode != "none" else 0
         add(module, squeeze + per_sample, True)  # pooling accumulates + the scale's multiplies
 
@@ -167,21 +194,28 @@ def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) 
     for name, child in top_level.items():
         handles.append(child.register_forward_hook(shape_hook(name)))
 
-    # On the meta device only shapes exist; BatchNorm (shape-preserving, not counted) would otherwise go
-    # through a slow decomposition, so it is skipped there.
-    skipped_norms = [m for m in model.modules() if isinstance(m, BATCHNORMS)] if device.type == "meta" else []
-    for norm in skipped_norms:
-        norm.forward = _identity  # type: ignore[method-assign]
+    # The layers with weights (the only ones with weights in senet's networks) give their output's shape
+    # alone; everything else runs on the empty batch, which costs nothing and needs no device.
+    shape_only: dict[nn.Module, Callable[[torch.Tensor], torch.Tensor]] = {}
+    for module in model.modules():
+        if isinstance(module, _CONVS):
+            shape_only[module] = _conv_shape(module)
+        elif isinstance(module, nn.Linear):
+            shape_only[module] = _linear_shape(module)
+        elif isinstance(module, BATCHNORMS):
+            shape_only[module] = _identity
+    for module, forward in shape_only.items():
+        module.forward = forward  # type: ignore[method-assign]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), se_impl(model, "naive"):  # every SE block called as a module, so its hook fires
-            model(torch.zeros((1,) + size, device=device, dtype=dtype))
+            model(torch.zeros((0,) + size))
     finally:
         for handle in handles:
             handle.remove()
-        for norm in skipped_norms:
-            del norm.forward
+        for module in shape_only:
+            del module.forward
         model.train(was_training)
 
     return Complexity(
@@ -195,48 +229,9 @@ def complexity(model: nn.Module, input_size: int | Sequence[int] | None = None) 
     )
 
 
-def min_input_size(model: nn.Module) -> int:
-    """The smallest input side `model` is meant for: its own `min_input_size` where it declares one
-    (Inception: 75), and never below its total stride, at which its last feature map (what the global
-    pool sees) is one pixel. Smaller inputs still run, since padding keeps 1x1 maps alive, but then the
-    network sees almost nothing and training BatchNorm normalises noise. Build `model` on the meta
-    device to get this without computing anything."""
-    declared = int(getattr(model, "min_input_size", 1))
-    pool = getattr(model, "global_pool", None)
-    if not isinstance(pool, nn.Module):
-        return declared
-    shapes: list[tuple[int, ...]] = []
-    handle = pool.register_forward_pre_hook(lambda module, inputs: shapes.append(tuple(inputs[0].shape)))
-    try:
-        stats = complexity(model)
-    finally:
-        handle.remove()
-    if not shapes or len(shapes[0]) < 3:
-        return declared
-    stride = max(-(-side // max(1, out)) for side, out in zip(stats.input_size[1:], shapes[0][2:]))
-    return max(declared, stride)
-
-
-def se_stage_numbers(name: str, kwargs: dict | None = None, candidates: Sequence[int] = range(1, 10)) -> dict[str, int]:
-    """{top-level module name: its number in `se_stages`} for model `name` (an SE model or the SE twin of a
-    plain one), found by building it on the meta device with SE in one stage at a time: ResNet's
-    `layer1` .. `layer4` are stages 2 .. 5 (conv2_x .. conv5_x, paper Table 13)."""
-    from senet.errors import SenetError
-    from senet.models import create_model, is_se_model, se_twin
-
-    if not is_se_model(name):
-        name = se_twin(name)
-        if name is None:
-            return {}
-    kwargs = {k: v for k, v in (kwargs or {}).items() if k != "se_stages"}
-    numbers: dict[str, int] = {}
-    for stage in candidates:
-        try:
-            with torch.device("meta"):
-                model = create_model(name, **kwargs, se_stages=(stage,))
-        except SenetError:
-            continue
-        for child_name, child in model.named_children():
-            if any(isinstance(m, SqueezeExcitation) for m in child.modules()):
-                numbers.setdefault(child_name, stage)
-    return numbers
+def stage_numbers(model: nn.Module) -> dict[str, int]:
+    """{top-level module: its stage number} as the model's family declares it (`StageInfo`): ResNet's
+    `layer1` .. `layer4` are stages 2 .. 5 (conv2_x .. conv5_x, paper Table 13), the numbers `se_stages`
+    counts. Empty for a network that declares none."""
+    info = getattr(model, "stage_info", None)
+    return info.top_level() if isinstance(info, StageInfo) else {}

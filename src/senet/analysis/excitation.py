@@ -25,13 +25,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from senet.analysis.plots import block_axes, finish_block_figure
+from senet.engine.distributed import DistEnv, resolve_device
+from senet.engine.evaluate import device_batches, eval_pipeline
 from senet.errors import ConfigError, did_you_mean
+from senet.interop.load import load_for_evaluation
 from senet.layers import SqueezeExcitation, se_impl
+from senet.options import PAPER_CHANNELS, PAPER_IMAGES_PER_CLASS
+from senet.weights.checkpoint import atomic_write
+from senet.weights.lock import FolderLock
 
 # Gate values beyond these count as saturated (a sigmoid gate's s near 1 passes the channel unchanged).
 SATURATION_HIGH, SATURATION_LOW = 0.99, 0.01
-# The paper's Fig. 6: 50 images of each class, 50 of each block's channels.
-PAPER_IMAGES_PER_CLASS, PAPER_CHANNELS = 50, 50
 RESULTS = ("excitation.json", "excitation.png", "excitation_spread.png")
 
 
@@ -262,6 +267,49 @@ def stats_as_json(stats: ExcitationStats, paths: Mapping[str, str], channels: in
 
 
 # ---------------------------------------------------------------------------------------------------
+# The paper's figures of the excitation (Figs. 6-7)
+
+
+def plot_excitations(stats: ExcitationStats, path: str | Path, *, title: str = "", channels: int = PAPER_CHANNELS) -> Path:
+    """The paper's Fig. 6: one panel per SE block, the mean excitation of each class (thin lines) and of all
+    images (black) over `channels` channels sampled evenly from the block's."""
+    figure, axes = block_axes(len(stats.blocks), title)
+    colours = [f"C{i % 10}" for i in range(len(stats.classes))]
+    for axis, block in zip(axes, stats.blocks):
+        sampled = sample_channels(stats.per_class[block].shape[1], channels)
+        values = stats.per_class[block][:, sampled]
+        for index, name in enumerate(stats.classes):
+            if stats.counts[index] > 0:
+                axis.plot(sampled, values[index].numpy(), color=colours[index], linewidth=0.8, alpha=0.8, label=name)
+        axis.plot(sampled, stats.mean(block)[sampled].numpy(), color="black", linewidth=1.6, label="all")
+        axis.set_title(f"{block}  (class spread {stats.class_spread(block):.3f})", fontsize=9)
+        axis.set_xlabel("channel index", fontsize=8)
+        axis.tick_params(labelsize=7)
+    return finish_block_figure(figure, axes, path, "mean excitation")
+
+
+def plot_excitation_spread(
+    stats: ExcitationStats, path: str | Path, classes: Sequence[int], *, title: str = "", channels: int = PAPER_CHANNELS
+) -> Path:
+    """The paper's Fig. 7: one panel per SE block, for each of `classes` (indices) the mean excitation over
+    its images with a band of ± one standard deviation, over `channels` sampled channels."""
+    figure, axes = block_axes(len(stats.blocks), title)
+    for axis, block in zip(axes, stats.blocks):
+        sampled = sample_channels(stats.per_class[block].shape[1], channels)
+        for colour, index in enumerate(classes):
+            if stats.counts[index] == 0:
+                continue
+            mean = stats.per_class[block][index, sampled].numpy()
+            std = stats.per_class_std[block][index, sampled].numpy()
+            axis.plot(sampled, mean, color=f"C{colour % 10}", linewidth=1.0, label=stats.classes[index])
+            axis.fill_between(sampled, mean - std, mean + std, color=f"C{colour % 10}", alpha=0.2, linewidth=0)
+        axis.set_title(block, fontsize=9)
+        axis.set_xlabel("channel index", fontsize=8)
+        axis.tick_params(labelsize=7)
+    return finish_block_figure(figure, axes, path, "excitation (mean ± std)")
+
+
+# ---------------------------------------------------------------------------------------------------
 # `senet analyze excitation`
 
 
@@ -309,44 +357,42 @@ def excitation_study(
     validation images of each class (None: all), as output/excitation.json, excitation.png (Fig. 6: the
     per-class means over `channels` sampled channels) and excitation_spread.png (Fig. 7: mean ± std over
     the images of `classes`, default the first four)."""
-    from senet.analysis.plots import plot_excitation_spread, plot_excitations
-    from senet.engine.distributed import DistEnv, resolve_device
-    from senet.engine.evaluate import device_batches, eval_pipeline, open_checkpoint
-
     output = Path(output)
-    check_results_free(output, overwrite)
-    torch_device = resolve_device(device, DistEnv())
-    model, meta, source = opened = open_checkpoint(checkpoint, ema=ema)
-    chosen = list(select_blocks(model, blocks, what=f"{source} ({meta['model']})"))  # before reading any data
-    pipeline = eval_pipeline(opened, data, batch_size=batch_size, workers=workers, device=torch_device,
-                             select=lambda images: images_per_class_of(images, images_per_class))
-    names = list(meta.get("classes") or pipeline.images.classes)
-    spread_classes = _class_indices(names, classes)
-    loader = progress_bar(pipeline.loader, len(pipeline.loader.sampler), "excitation", disable=not progress)
-    stats = collect_excitations(pipeline.model, device_batches(loader, pipeline.normalize), len(names), classes=names,
-                                blocks=chosen)
-    output.mkdir(parents=True, exist_ok=True)
-    label = title or f"{meta['model']} on {pipeline.data}"
-    result = {
-        "checkpoint": str(pipeline.source),
-        "model": meta["model"],
-        "data": pipeline.data,
-        "input_size": pipeline.input_size,
-        "images": int(stats.counts.sum()),
-        "images_per_class": images_per_class,
-        "classes": names,
-        "counts": stats.counts.tolist(),
-        "saturation_thresholds": [SATURATION_HIGH, SATURATION_LOW],
-        "blocks": stats_as_json(stats, se_block_paths(pipeline.model), channels),
-    }
-    json_path = output / RESULTS[0]
-    json_path.write_text(json.dumps(result, indent=1))
-    figures = [
-        plot_excitations(stats, output / RESULTS[1], title=f"{label}\nmean excitation per class (paper Fig. 6)", channels=channels),
-        plot_excitation_spread(stats, output / RESULTS[2], spread_classes, channels=channels,
-                               title=f"{label}\nexcitation: mean ± std over the images of a class (paper Fig. 7)"),
-    ]
-    return ExcitationStudy(stats, json_path, figures, meta["model"], int(stats.counts.sum()))
+    with FolderLock(output, fix="wait for it to finish, or write into another --output"):
+        check_results_free(output, overwrite)
+        torch_device = resolve_device(device, DistEnv())
+        model, record, source = loaded = load_for_evaluation(checkpoint, ema=ema)
+        chosen = list(select_blocks(model, blocks, what=f"{source} ({record.model})"))  # before reading any data
+        pipeline = eval_pipeline(loaded, data, batch_size=batch_size, workers=workers, device=torch_device,
+                                 select=lambda images: images_per_class_of(images, images_per_class))
+        names = list(record.classes or pipeline.images.classes)
+        spread_classes = _class_indices(names, classes)
+        loader = progress_bar(pipeline.loader, len(pipeline.loader.sampler), "excitation", disable=not progress)
+        stats = collect_excitations(pipeline.model, device_batches(loader, pipeline.normalize), len(names), classes=names,
+                                    blocks=chosen)
+        output.mkdir(parents=True, exist_ok=True)
+        label = title or f"{record.model} on {pipeline.data}"
+        result = {
+            "checkpoint": str(pipeline.source),
+            "model": record.model,
+            "data": pipeline.data,
+            "input_size": pipeline.input_size,
+            "images": int(stats.counts.sum()),
+            "images_per_class": images_per_class,
+            "classes": names,
+            "counts": stats.counts.tolist(),
+            "saturation_thresholds": [SATURATION_HIGH, SATURATION_LOW],
+            "blocks": stats_as_json(stats, se_block_paths(pipeline.model), channels),
+        }
+        json_path = output / RESULTS[0]
+        text = json.dumps(result, indent=1)
+        atomic_write(json_path, lambda temp: temp.write_text(text))
+        figures = [
+            plot_excitations(stats, output / RESULTS[1], title=f"{label}\nmean excitation per class (paper Fig. 6)", channels=channels),
+            plot_excitation_spread(stats, output / RESULTS[2], spread_classes, channels=channels,
+                                   title=f"{label}\nexcitation: mean ± std over the images of a class (paper Fig. 7)"),
+        ]
+        return ExcitationStudy(stats, json_path, figures, record.model, int(stats.counts.sum()))
 
 
 def images_per_class_of(images: Any, count: int | None) -> list[int]:

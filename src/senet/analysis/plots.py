@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from senet.analysis.excitation import PAPER_CHANNELS, ExcitationStats, sample_channels
+from senet.weights.checkpoint import atomic_write
 
 
 def _figure(width: float, height: float) -> Any:
@@ -18,6 +18,11 @@ def _figure(width: float, height: float) -> Any:
     figure = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(figure)
     return figure
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write `figure` as a PNG, atomically (a full or read-only disk: one line, and no half-written file)."""
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
 
 
 def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path) -> Path:
@@ -38,11 +43,12 @@ def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: 
     axes[-1].legend()
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
 
 
-def _block_axes(count: int, title: str) -> tuple[Any, Any]:
+def block_axes(count: int, title: str) -> tuple[Any, Any]:
+    """A figure with one panel per block (three to a row), the surplus panels hidden."""
     columns = min(3, count)
     rows = math.ceil(count / columns)
     figure = _figure(4.2 * columns, 2.9 * rows)
@@ -54,53 +60,15 @@ def _block_axes(count: int, title: str) -> tuple[Any, Any]:
     return figure, axes
 
 
-def _finish_block_figure(figure: Any, axes: Any, path: str | Path, ylabel: str) -> Path:
+def finish_block_figure(figure: Any, axes: Any, path: str | Path, ylabel: str) -> Path:
+    """Label, legend and save a `block_axes` figure to `path`."""
     axes[0].set_ylabel(ylabel, fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(11, len(labels)), fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
-
-
-def plot_excitations(stats: ExcitationStats, path: str | Path, *, title: str = "", channels: int = PAPER_CHANNELS) -> Path:
-    """The paper's Fig. 6: one panel per SE block, the mean excitation of each class (thin lines) and of all
-    images (black) over `channels` channels sampled evenly from the block's."""
-    figure, axes = _block_axes(len(stats.blocks), title)
-    colours = [f"C{i % 10}" for i in range(len(stats.classes))]
-    for axis, block in zip(axes, stats.blocks):
-        sampled = sample_channels(stats.per_class[block].shape[1], channels)
-        values = stats.per_class[block][:, sampled]
-        for index, name in enumerate(stats.classes):
-            if stats.counts[index] > 0:
-                axis.plot(sampled, values[index].numpy(), color=colours[index], linewidth=0.8, alpha=0.8, label=name)
-        axis.plot(sampled, stats.mean(block)[sampled].numpy(), color="black", linewidth=1.6, label="all")
-        axis.set_title(f"{block}  (class spread {stats.class_spread(block):.3f})", fontsize=9)
-        axis.set_xlabel("channel index", fontsize=8)
-        axis.tick_params(labelsize=7)
-    return _finish_block_figure(figure, axes, path, "mean excitation")
-
-
-def plot_excitation_spread(
-    stats: ExcitationStats, path: str | Path, classes: Sequence[int], *, title: str = "", channels: int = PAPER_CHANNELS
-) -> Path:
-    """The paper's Fig. 7: one panel per SE block, for each of `classes` (indices) the mean excitation over
-    its images with a band of ± one standard deviation, over `channels` sampled channels."""
-    figure, axes = _block_axes(len(stats.blocks), title)
-    for axis, block in zip(axes, stats.blocks):
-        sampled = sample_channels(stats.per_class[block].shape[1], channels)
-        for colour, index in enumerate(classes):
-            if stats.counts[index] == 0:
-                continue
-            mean = stats.per_class[block][index, sampled].numpy()
-            std = stats.per_class_std[block][index, sampled].numpy()
-            axis.plot(sampled, mean, color=f"C{colour % 10}", linewidth=1.0, label=stats.classes[index])
-            axis.fill_between(sampled, mean - std, mean + std, color=f"C{colour % 10}", alpha=0.2, linewidth=0)
-        axis.set_title(block, fontsize=9)
-        axis.set_xlabel("channel index", fontsize=8)
-        axis.tick_params(labelsize=7)
-    return _finish_block_figure(figure, axes, path, "excitation (mean ± std)")
 
 
 def plot_ablation(
@@ -135,5 +103,5 @@ def plot_ablation(
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path

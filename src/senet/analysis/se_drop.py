@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from senet.analysis.complexity import count_params, se_stage_numbers
+from senet.analysis.complexity import count_params, stage_numbers
 from senet.analysis.excitation import (
     excitation_values,
     override_excitation,
@@ -27,9 +27,13 @@ from senet.analysis.excitation import (
     se_block_paths,
     select_blocks,
 )
+from senet.engine.distributed import DistEnv, resolve_device
+from senet.engine.evaluate import eval_pipeline, evaluate, result_row
+from senet.errors import check_choice
+from senet.interop.load import load_for_evaluation
 from senet.layers import SqueezeExcitation
 
-REPLACEMENTS = ("one", "mean")
+from senet.options import REPLACEMENTS
 
 
 @dataclass
@@ -78,10 +82,10 @@ class DropStudy:
         return "\n".join(lines)
 
 
-def stage_groups(model: nn.Module, model_name: str, kwargs: dict[str, Any]) -> dict[str, list[str]]:
+def stage_groups(model: nn.Module) -> dict[str, list[str]]:
     """{stage label: its SE blocks' names} in network order; a stage is a top-level module (as `senet info`
     lists them), labelled with its paper number where the family has one (`stage 5 (layer4)`)."""
-    numbers = se_stage_numbers(model_name, kwargs)
+    numbers = stage_numbers(model)
     groups: dict[str, list[str]] = {}
     for name, path in se_block_paths(model).items():
         top = path.split(".")[0]
@@ -129,18 +133,14 @@ def se_drop_study(
 ) -> DropStudy:
     """The intact network, each stage's SE switched off, and the SE of the last blocks switched off
     cumulatively, each evaluated as `senet eval` evaluates (Sec. 7.2)."""
-    from senet.engine.distributed import DistEnv, resolve_device
-    from senet.engine.evaluate import eval_pipeline, evaluate, open_checkpoint, result_row
-    from senet.errors import check_choice
-
     check_choice("--replace", replace, REPLACEMENTS)
     torch_device = resolve_device(device, DistEnv())
-    model, meta, source = opened = open_checkpoint(checkpoint, ema=ema)
-    blocks = select_blocks(model, None, what=f"{source} ({meta['model']})")  # before reading any data
-    pipeline = eval_pipeline(opened, data, input_size=input_size, batch_size=batch_size, workers=workers,
+    model, record, source = loaded = load_for_evaluation(checkpoint, ema=ema)
+    blocks = select_blocks(model, None, what=f"{source} ({record.model})")  # before reading any data
+    pipeline = eval_pipeline(loaded, data, input_size=input_size, batch_size=batch_size, workers=workers,
                              device=torch_device)
     images = len(pipeline.loader.sampler)
-    groups = [("stage", label, names) for label, names in stage_groups(model, meta["model"], meta.get("kwargs", {})).items()]
+    groups = [("stage", label, names) for label, names in stage_groups(model).items()]
     groups += [("cumulative", label, names) for label, names in cumulative_groups(list(blocks)).items()]
     total = count_params(model)
 
@@ -166,4 +166,4 @@ def se_drop_study(
             round(result["top1_err"] - intact["top1_err"], 4), round(result["top5_err"] - intact["top5_err"], 4),
             params, round(params / total, 6),
         ))
-    return DropStudy(meta["model"], str(pipeline.source), pipeline.data, intact["images"], replace, total, rows)
+    return DropStudy(record.model, str(pipeline.source), pipeline.data, intact["images"], replace, total, rows)

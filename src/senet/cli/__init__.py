@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from typing import Any
 from collections.abc import Callable, Sequence
 
 from senet import allocator
 from senet.cli import analyze, bench, evaluate, interop, models, train
 from senet.cli.args import Parser
-from senet.errors import SenetError
+from senet.errors import SenetError, file_system_error
 
 # The command groups in the order `senet --help` lists their commands.
 GROUPS = (models, train, evaluate, bench, interop, analyze)
@@ -39,15 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse `argv`; a flag no command knows is reported by that command's parser (its usage, a suggestion)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args._parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    args._argv = argv  # (the command as given, for messages that say "repeat this command")
     return args
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """senet's own notes (`AssumedSourceWarning`) as the CLI's other messages: `senet: note: ...`, one line."""
+    if category.__module__.startswith("senet."):
+        print(f"senet: note: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, *args, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    warnings.showwarning = _one_line_warning
     try:
         allocator.keep_freed_memory()  # a training step's freed memory is needed again by the next one
         return args._commands[args.command](args)
@@ -60,3 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `senet models | head`
         sys.stderr.close()
         return 0
+    except OSError as error:  # a file system's refusal (read-only, full) wherever it struck: its cause, one line
+        refused = file_system_error(error)
+        if refused is None:
+            raise
+        print(f"senet: error: {refused}", file=sys.stderr)
+        return 2

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from senet import options
 from senet.cli.args import (
     Parser,
     add_amp_arg,
@@ -54,9 +55,6 @@ def cmd_analyze_se_drop(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """`senet analyze excitation` and `senet analyze se-drop`."""
-    from senet.analysis.excitation import PAPER_CHANNELS, PAPER_IMAGES_PER_CLASS
-    from senet.analysis.se_drop import REPLACEMENTS
-
     group = sub.add_parser("analyze", help="the paper's studies of a trained SE network (Sec. 7.2): excitation, se-drop")
     studies = group.add_subparsers(dest="study", metavar="STUDY", required=True, parser_class=Parser)
 
@@ -77,9 +75,9 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
     add_common(p)
     p.add_argument("--blocks", nargs="+", metavar="NAME", help="SE blocks by their paper names (SE_4_2, ...) or "
                    "module paths, or all (default: all)")
-    p.add_argument("--images-per-class", type=non_negative_int, default=PAPER_IMAGES_PER_CLASS,
+    p.add_argument("--images-per-class", type=non_negative_int, default=options.PAPER_IMAGES_PER_CLASS,
                    help="validation images of each class (0: all)")
-    p.add_argument("--channels", type=positive_int, default=PAPER_CHANNELS, help="channels per block in the figures, "
+    p.add_argument("--channels", type=positive_int, default=options.PAPER_CHANNELS, help="channels per block in the figures, "
                    "sampled evenly")
     p.add_argument("--classes", help="comma-separated class names for the Fig. 7 figure (default: the first four)")
     p.add_argument("--output", help="folder for the results (default: runs/excitation-CHECKPOINT)")
@@ -92,7 +90,7 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
                            "each stage switched off in turn, then cumulatively from the last block back. Each row: "
                            "top-1/top-5 error, the change against the intact network, the removed blocks' parameters.")
     add_common(p)
-    p.add_argument("--replace", choices=REPLACEMENTS, default="one", help="what the excitation s of a switched-off "
+    p.add_argument("--replace", choices=options.REPLACEMENTS, default="one", help="what the excitation s of a switched-off "
                    "block becomes: 1 (the block is the identity) or its per-channel mean over the data")
     add_input_size_arg(p, help="evaluation crop (default: the training input size)")
     add_amp_arg(p, default="none", help="autocast precision")

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from senet import options
 from senet.errors import SenetError, did_you_mean
 
 
@@ -33,6 +34,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # --epoch is not --epochs: a misspelt flag is an error, not a guess
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -97,10 +99,8 @@ def add_workers_arg(parser: argparse.ArgumentParser | Any, *, default: int | Non
 def add_amp_arg(parser: argparse.ArgumentParser | Any, *, default: str | None = None, bare: bool = False,
                 help: str = "autocast precision (fp16: GPU, with a grad scaler)") -> None:
     """--amp {none,bf16,fp16}; with `bare`, a lone --amp means bf16 (bench's older spelling)."""
-    from senet.engine.config import AMP_MODES
-
     extra: dict[str, Any] = {"nargs": "?", "const": "bf16"} if bare else {}
-    parser.add_argument("--amp", choices=AMP_MODES, default=default, help=help, **extra)
+    parser.add_argument("--amp", choices=options.AMP_MODES, default=default, help=help, **extra)
 
 
 def add_output_format_args(parser: argparse.ArgumentParser | Any, *, quiet: str | None = None) -> None:
@@ -116,19 +116,16 @@ def add_output_format_args(parser: argparse.ArgumentParser | Any, *, quiet: str 
 
 def add_model_args(parser: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     """--model (or positional) plus the SE variant flags, named as the model keywords."""
-    from senet.layers import GATES, SE_POSITIONS, SQUEEZES
-    from senet.models.resnet import LAYOUTS
-
     group = parser.add_argument_group("SE variant (SE models only; defaults reproduce the paper)")
     group.add_argument("--reduction", type=reduction_arg,
                        help="reduction ratio r (paper: 16), or one per SE stage, comma-separated (e.g. 16,16,16,8)")
-    group.add_argument("--squeeze", choices=SQUEEZES, help="squeeze operator (paper: avg)")
-    group.add_argument("--gate", choices=list(GATES), help="excitation gate (paper: sigmoid)")
-    group.add_argument("--se-position", choices=SE_POSITIONS, help="SE integration (Fig. 5; paper: standard)")
+    group.add_argument("--squeeze", choices=options.SQUEEZES, help="squeeze operator (paper: avg)")
+    group.add_argument("--gate", choices=list(options.GATES), help="excitation gate (paper: sigmoid)")
+    group.add_argument("--se-position", choices=options.SE_POSITIONS, help="SE integration (Fig. 5; paper: standard)")
     group.add_argument("--se-stages", help="comma-separated stages that get SE, paper numbering 2..5 (e.g. 3,4,5)")
     group.add_argument("--no-se-bias", action="store_true", help="SE FCs without bias (the ablation recipe)")
     arch = parser.add_argument_group("architecture")
-    arch.add_argument("--layout", choices=LAYOUTS, help="ResNet layout (default: paper)")
+    arch.add_argument("--layout", choices=options.LAYOUTS, help="ResNet layout (default: paper)")
     arch.add_argument("--num-classes", type=positive_int, help="classifier outputs")
     arch.add_argument("--in-chans", type=positive_int, help="input channels")
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from senet import options
 from senet.cli.args import (
     add_amp_arg,
     add_batch_size_arg,
@@ -64,17 +65,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def runtime_list(text: str) -> tuple[str, ...]:
     """`--runtime`: torch, or a comma-separated list of the ONNX runtimes."""
-    from senet.interop.runtimes import RUNTIMES
-
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if names == ("torch",):
         return names
-    bad = [name for name in names if name not in RUNTIMES]
+    bad = [name for name in names if name not in options.RUNTIMES]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: give torch, or one or more of {', '.join(RUNTIMES)} separated by commas")
+        raise argparse.ArgumentTypeError(f"{text!r}: give torch, or one or more of {', '.join(options.RUNTIMES)} separated by commas")
     return names
 
 
@@ -101,9 +99,6 @@ def cmd_bench_runtimes(args: argparse.Namespace, baseline: str | None) -> int:
 
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """`senet bench`."""
-    from senet.bench import DEVICES, MODES
-    from senet.layers import SE_IMPLS
-
     p = sub.add_parser(
         "bench",
         help="time (and in training, memory) of a model against a baseline, measured interleaved",
@@ -114,18 +109,18 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
     )
     p.add_argument("--model", required=True, help="registered model name, e.g. se_resnet50")
     p.add_argument("--baseline", help="model to compare with (default: the plain twin; 'none' for no baseline)")
-    p.add_argument("--mode", choices=MODES, default="infer", help="forward only, or one SGD step")
+    p.add_argument("--mode", choices=options.BENCH_MODES, default="infer", help="forward only, or one SGD step")
     add_batch_size_arg(p, default=8, aliases=("--batch",))
     add_input_size_arg(p, aliases=("--input",))
-    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--device", choices=options.BENCH_DEVICES, default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (warm-up compiles)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for models and inputs")
     add_amp_arg(p, default="none", bare=True, help="autocast precision (a bare --amp: bf16)")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--repeats", type=positive_int, default=10, help="timed rounds, one step of each model per round")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps of each model first")
-    p.add_argument("--se-impl", choices=SE_IMPLS, default="fused", help="SE implementation of the model")
-    p.add_argument("--baseline-se-impl", choices=SE_IMPLS, help="SE implementation of the baseline (default: --se-impl)")
+    p.add_argument("--se-impl", choices=options.SE_IMPLS, default="fused", help="SE implementation of the model")
+    p.add_argument("--baseline-se-impl", choices=options.SE_IMPLS, help="SE implementation of the baseline (default: --se-impl)")
     p.add_argument("--no-memory", action="store_true", help="skip the training memory measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object (model_ms, baseline_ms, ratio, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")

@@ -13,36 +13,30 @@ from senet.errors import SenetError
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from senet.engine.evaluate import evaluate_checkpoint
+    from senet.engine.evaluate import evaluate_network, format_evaluation
+    from senet.interop.load import load_for_evaluation
     from senet.interop.runtimes import is_exported, open_exported
 
-    checkpoint, device = args.checkpoint, args.device
+    device = args.device
     if is_exported(args.checkpoint):  # an exported (or quantized) file, run in --runtime on the CPU
         if args.input_size is not None or args.ema:
             raise SenetError("--input-size and --ema do not apply to an exported file (its input size is fixed)")
-        checkpoint, device = open_exported(args.checkpoint, runtime=args.runtime), "cpu"
-    result = evaluate_checkpoint(
-        checkpoint,  # type: ignore[arg-type]  (eval_pipeline takes what open_checkpoint returns, too)
+        loaded, device = open_exported(args.checkpoint, runtime=args.runtime), "cpu"
+    else:
+        loaded = load_for_evaluation(args.checkpoint, ema=args.ema)
+    result = evaluate_network(
+        loaded,
         args.data,  # None: the data the run was trained on
         input_size=args.input_size,
         batch_size=args.batch_size,
         workers=args.workers,
         device=device,
         amp=args.amp,
-        ema=args.ema,
         skip_bad_images=args.skip_bad_images,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun: every process evaluated a shard; rank 0 reports
         return 0
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(
-        f"{result['model']} on {result['data']} ({result['images']} images, input {result['input_size']}): "
-        f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}%, loss {result['loss']:.4f}, "
-        f"{result['images_per_s']:.0f} images/s"
-        + (f" ({result['bad_images']} unreadable images skipped)" if result["bad_images"] else "")
-    )
+    print(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
 

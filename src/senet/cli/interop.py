@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from senet import options
 from senet.cli.args import add_batch_size_arg, add_input_size_arg, add_model_args, add_workers_arg, model_kwargs, positive_int
 from senet.errors import SenetError, or_list
 
@@ -53,12 +54,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from senet.interop.export import FORMATS, SUFFIXES, export_model
+    from senet.interop.export import export_model
     from senet.interop.load import load_model
 
-    export_format = args.format or SUFFIXES.get(Path(args.output).suffix)
+    export_format = args.format or options.EXPORT_SUFFIXES.get(Path(args.output).suffix)
     if export_format is None:
-        raise SenetError(f"cannot tell the format from {args.output}; pass --format {or_list(FORMATS)}")
+        raise SenetError(f"cannot tell the format from {args.output}; pass --format {or_list(options.EXPORT_FORMATS)}")
     if args.checkpoint:
         model = load_model(args.checkpoint, source=args.source)
     else:
@@ -91,11 +92,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """The parsers of convert, predict and export."""
-    from senet.interop.export import FORMATS, SUFFIXES
-    from senet.interop.sources import SOURCES
-
-    sources = f"auto (from the key names; default), {or_list([*SOURCES, 'senet'])}"
-    suffixes = ", ".join(SUFFIXES)
+    sources = f"auto (from the key names; default), {or_list([*options.SOURCES, 'senet'])}"
+    suffixes = ", ".join(options.EXPORT_SUFFIXES)
 
     def add_weights_args(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--source", default="auto", help=f"the library that wrote {what}: {sources}")
@@ -127,7 +125,7 @@ def add_parsers(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="any checkpoint `senet convert` reads")
     which.add_argument("--model", help="a registered model with fresh weights (e.g. to time a deployment)")
-    p.add_argument("--format", choices=FORMATS, help=f"default: from the --output suffix ({suffixes})")
+    p.add_argument("--format", choices=options.EXPORT_FORMATS, help=f"default: from the --output suffix ({suffixes})")
     p.add_argument("--output", required=True, help=f"file to write ({suffixes})")
     p.add_argument("--opset", type=positive_int, help="ONNX opset version (default: the exporter's)")
     add_input_size_arg(p, help="input side in pixels (default: the checkpoint's or model's)")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from senet import options
 from senet.cli.args import (
     MODEL_FLAGS,
     add_amp_arg,
@@ -57,6 +59,7 @@ TRAIN_FLAGS = {
     "tensorboard": "train.tensorboard",
     "pretrained": "model.pretrained",
     "source": "model.source",
+    "add_se": "model.add_se",
     "log_every": "train.log_every",
 }
 
@@ -118,20 +121,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """SE-ResNet-20 vs ResNet-20 trained on the built-in digits; table and figures."""
-    from senet.engine.demo import run_demo
+    from senet.analysis.demo import run_demo
 
     run_demo(args.output, epochs=args.epochs, seed=args.seed, jobs=args.jobs, overwrite=args.overwrite)
     return 0
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from senet.data.spec import KINDS, data_form
-    from senet.engine.config import OPTIMIZERS, SCHEDULES
-    from senet.engine.recipes import list_recipes
-
     p.add_argument("--model", help="registered model name (`senet models` lists them); default: the recipe's")
-    p.add_argument("--data", help=" | ".join(map(data_form, KINDS)))
-    p.add_argument("--recipe", help=" | ".join([*list_recipes(), "FILE.yaml"]) + " (default: paper-cifar for CIFAR, "
+    p.add_argument("--data", help=" | ".join(map(options.data_form, options.DATA_KINDS)))
+    p.add_argument("--recipe", help=" | ".join([*options.list_recipes(), "FILE.yaml"]) + " (default: paper-cifar for CIFAR, "
                    "demo for digits, else paper-imagenet at the model's own input size)")
     p.add_argument("--epochs", type=positive_int, help="default: the recipe's")
     add_batch_size_arg(p, help="images per process per step, before accumulation (default: the recipe's)")
@@ -147,19 +146,24 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_workers_arg(p, help="data loader processes per training process, at most the cores available "
                     "(default: the recipe's)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: each process's LOCAL_RANK GPU)")
-    p.add_argument("--pretrained", metavar="PATH", help="start from these weights (any file `senet convert` reads); "
-                   "the classifier is replaced and the input convolution adapted where the data differ")
+    p.add_argument("--pretrained", metavar="PATH|NAME", help="start from these weights (any file `senet convert` "
+                   "reads, or a model name whose released weights are in the hub / torch hub caches, e.g. "
+                   "seresnet50.a1_in1k); the classifier is replaced and the input convolution adapted where the data differ")
     p.add_argument("--source", help="the library that wrote --pretrained (default: auto, from the key names)")
+    p.add_argument("--add-se", nargs="?", const="identity", choices=("identity", "default"), metavar="INIT",
+                   help="add SE blocks to the --pretrained plain network (its SE twin is trained); INIT identity "
+                   "(the default: the network starts computing exactly what the pretrained one did) or default "
+                   "(the paper's He initialisation; each gate starts near 1/2)")
     p.add_argument("--log-every", type=positive_int, help="a progress line every N steps when stdout is not a "
                    "terminal; the loss is read from the device this often (default: 50)")
     add_output_format_args(p, quiet="no progress or epoch lines; only the final result line")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS)
+    opt.add_argument("--optimizer", choices=options.OPTIMIZERS)
     opt.add_argument("--momentum", type=float)
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--label-smoothing", type=float)
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
-    opt.add_argument("--schedule", choices=SCHEDULES)
+    opt.add_argument("--schedule", choices=options.SCHEDULES)
     opt.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up")
     opt.add_argument("--accum-steps", type=positive_int, help="accumulate gradients over this many batches per step")
     run = p.add_argument_group("execution")
@@ -181,16 +185,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from senet.analysis.ablation import GRID, STUDIES, ablate, check_study, list_commands
+    from senet.analysis.ablation import ablate, check_study, list_commands
 
     if args.resume:
         raise SenetError("senet ablate resumes interrupted runs by itself: drop --resume and repeat the command")
-    studies = [name.strip() for name in (args.study or (GRID if args.grid else "")).split(",") if name.strip()]
+    studies = [name.strip() for name in (args.study or (options.GRID if args.grid else "")).split(",") if name.strip()]
     if not studies:
-        raise SenetError(f"name a study: {or_list([*STUDIES, GRID])} (with --grid)")
+        raise SenetError(f"name a study: {or_list([*options.STUDY_TABLES, options.GRID])} (with --grid)")
     for name in studies:
         check_study(name)
-    if args.grid and GRID not in studies:
+    if args.grid and options.GRID not in studies:
         raise SenetError("--grid defines the custom study: `senet ablate grid --grid KEY=V1,V2 ...`")
     if args.seeds < 1:
         raise SenetError(f"--seeds takes the number of seeds per variant (>= 1), got {args.seeds}")
@@ -214,15 +218,19 @@ def cmd_ablate(args: argparse.Namespace) -> int:
               "with --only $SLURM_ARRAY_TASK_ID); repeat the command without --only, or with --collect, for the table",
               file=sys.stderr)
         return 0
-    ablate(**settings, jobs=args.jobs or 1, only=args.only, collect_only=args.collect)
+    try:
+        ablate(**settings, jobs=args.jobs or 1, only=args.only, collect_only=args.collect)
+    except KeyboardInterrupt:  # (the runs' own message would say `senet train --resume` of one run)
+        raise KeyboardInterrupt(
+            "the finished runs are kept and each interrupted run keeps its newest checkpoint\n"
+            f"continue the sweep with the same command: {shlex.join(['senet', *args._argv])}"
+        ) from None
     return 0
 
 
 def add_ablate_args(p: argparse.ArgumentParser) -> None:
-    from senet.analysis.ablation import GRID, STUDIES
-
-    tables = [study.table.removeprefix("Table ") for study in STUDIES.values()]
-    p.add_argument("study", nargs="?", help=" | ".join([*STUDIES, GRID]) + f" (Tables {tables[0]}-{tables[-1]}; "
+    tables = [table.removeprefix("Table ") for table in options.STUDY_TABLES.values()]
+    p.add_argument("study", nargs="?", help=" | ".join([*options.STUDY_TABLES, options.GRID]) + f" (Tables {tables[0]}-{tables[-1]}; "
                    "several joined by commas share their identical runs, e.g. reduction,gate)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per variant: --seed, --seed + 1, ... (default: 1)")
     p.add_argument("--jobs", type=int, help="runs trained at once, the cores shared out between them (default: 1)")

@@ -19,9 +19,7 @@ from PIL import Image
 
 from senet.data.images import BadImage, Source, open_image
 from senet.errors import SenetError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from senet.options import IMAGENET_MEAN, IMAGENET_STD
 
 
 class ImageSet(Protocol):

@@ -17,18 +17,8 @@ from senet.data.datasets import ArraySet, FolderSet, ImageSet, SyntheticSet, sca
 from senet.data.images import IMAGE_EXTENSIONS
 from senet.errors import ConfigError, SenetError, did_you_mean, or_list
 
-KINDS = ("digits", "synthetic", "folder", "cifar10", "cifar100")
-SYNTHETIC_OPTIONS = {"classes": 10, "train": 1024, "val": 256, "size": None, "channels": 3, "seed": 0}
-
-
-def data_form(kind: str) -> str:
-    """How `--data` of `kind` is written, as `parse_data_spec` reads it: digits, synthetic[:classes=N,...],
-    KIND:PATH (the CLI's help and the errors list these)."""
-    if kind == "digits":
-        return kind
-    if kind == "synthetic":
-        return "synthetic[:" + ",".join(f"{key}=N" for key in SYNTHETIC_OPTIONS) + "]"
-    return f"{kind}:PATH"
+from senet.options import DATA_KINDS as KINDS
+from senet.options import SYNTHETIC_OPTIONS, data_form
 
 
 @dataclass(frozen=True)

@@ -125,12 +125,14 @@ class EvalTransform:
 
     crop_fraction 0.875 is the paper's 256 -> 224; 1.0 resizes the whole (square) image, as for CIFAR.
     interpolation: bilinear (senet's training), or bicubic / nearest where a checkpoint's preprocessing says so.
+    squash: resize the whole image to size x size instead (timm's crop_mode="squash"; the aspect ratio changes).
     """
 
     size: int
     crop_fraction: float = 0.875
     mode: str | None = None
     interpolation: str = "bilinear"
+    squash: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.crop_fraction <= 1:
@@ -138,5 +140,6 @@ class EvalTransform:
         check_choice("interpolation", self.interpolation, tuple(RESAMPLING))
 
     def __call__(self, image: Source, rng: np.random.Generator | None = None) -> np.ndarray:
-        box = center_box(*source_size(image), self.size, self.crop_fraction)
+        width, height = source_size(image)
+        box = (0, 0, width, height) if self.squash else center_box(width, height, self.size, self.crop_fraction)
         return np.ascontiguousarray(crop_resize(image, box, (self.size, self.size), self.mode, self.interpolation))

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from senet.errors import ConfigError, check_choice, did_you_mean
+from senet.options import AMP_MODES, OPTIMIZERS, SCHEDULES  # (the CLI's flags offer exactly these)
+from senet.weights.record import plain
 
-# The choices of the settings below; the CLI's flags offer exactly these.
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine", "plateau", "constant")
-AMP_MODES = ("none", "bf16", "fp16")
 TRAIN_TRANSFORMS = ("random_resized_crop", "pad_crop", "resize")
 
 
@@ -28,12 +26,15 @@ class ModelConfig:
 
     pretrained: a weights file to start from (any file `senet.load_model` reads); source: the library that
     wrote it ("auto": from its keys). A run records the model, keywords and source the file resolved to.
+    add_se: with pretrained, add SE to its plain network (`senet.add_se`) with this init ("identity": the
+    network starts computing what the pretrained one did; "default"); the run's model is the SE twin.
     """
 
     name: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
     source: str = "auto"
+    add_se: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,15 +179,6 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = node[key]
         node[last] = plain(value)
     return out
-
-
-def plain(value: Any) -> Any:
-    """Tuples to lists, recursively: what YAML and JSON hold."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

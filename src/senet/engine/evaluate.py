@@ -1,5 +1,5 @@
-"""Evaluation: top-1 / top-5 error (%) and loss over a validation split (paper Sec. 5: single-crop errors),
-and `senet eval`, which rebuilds a trained model from its checkpoint's metadata alone.
+"""Evaluation: top-1 / top-5 error (%) and loss over a validation split (paper Sec. 5: single-crop errors)
+of a network it is given with its checkpoint record (`senet eval` loads both with `interop.load`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from torch import Tensor, nn
 from senet.data import AugmentedDataset, Batch, EvalSampler, EvalTransform, Normalize, make_loader
 from senet.data.datasets import ImageSet
 from senet.data.spec import open_eval_data
-from senet.weights.checkpoint import CheckpointError
 from senet.engine.distributed import DistEnv, all_reduce_sum, init_process_group, resolve_device, shutdown
 from senet.errors import ConfigError, SenetError
+from senet.models.features import min_input_size
+from senet.weights.record import CheckpointRecord
+
+# A network to evaluate: (network, its checkpoint record, the file it came from), as interop.load gives it.
+Loaded = tuple[nn.Module, CheckpointRecord, Path]
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -121,31 +125,16 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------------
-# senet eval: a checkpoint (run folder, checkpoint folder or .safetensors file) on a dataset's val split.
-
-
-def model_from_meta(state: dict[str, Tensor], meta: dict[str, Any], source: Path) -> nn.Module:
-    """Rebuild the network a checkpoint's metadata describes and load its weights."""
-    from senet.models import create_model
-
-    if "model" not in meta:
-        raise CheckpointError(f"{source} has no senet metadata (model name and settings); was it written by senet train?")
-    model = create_model(meta["model"], **meta.get("kwargs", {}))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise CheckpointError(f"the weights in {source} do not fit {meta['model']}: {first}") from None
-    return model
+# senet eval: a loaded network on a dataset's val split.
 
 
 @dataclass
 class EvalPipeline:
-    """What `senet eval` evaluates: the network of a checkpoint on `device`, its metadata, and the loader and
+    """What `senet eval` evaluates: a network on `device`, its checkpoint record, and the loader and
     normalisation of a validation split exactly as `senet eval` reads it (the analyses reuse all of it)."""
 
     model: nn.Module
-    meta: dict[str, Any]
+    record: CheckpointRecord
     source: Path
     data: str
     input_size: int
@@ -154,54 +143,42 @@ class EvalPipeline:
     normalize: Normalize
 
 
-def open_checkpoint(checkpoint: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict[str, Any], Path]:
-    """(network, senet metadata, file) of any checkpoint `senet.load_model` reads (see `interop.load`)."""
-    from senet.interop.load import load_for_evaluation  # (interop reads senet's files through this module)
-
-    return load_for_evaluation(checkpoint, ema=ema)
-
-
 def eval_pipeline(
-    checkpoint: str | Path | tuple[nn.Module, dict[str, Any], Path],
+    loaded: Loaded,
     data: str | None = None,
     *,
     input_size: int | None = None,
     batch_size: int = 128,
     workers: int = 4,
     device: torch.device | str = "cpu",
-    ema: bool = False,
     env: DistEnv | None = None,
     select: Callable[[ImageSet], list[int]] | None = None,
 ) -> EvalPipeline:
-    """The network of `checkpoint` on `device` and the val split of `data` (default: the data the run was
-    trained on, as its metadata records), preprocessed as in evaluation (Sec. 5.1: resize, centre crop).
+    """The network of `loaded` on `device` and the val split of `data` (default: the data the run was
+    trained on, as its record says), preprocessed as in evaluation (Sec. 5.1: resize, centre crop).
 
-    `checkpoint` may also be what `open_checkpoint` returned. `env` shards the split across torchrun's
-    processes; `select` picks the positions of the images to keep."""
-    model, meta, source = checkpoint if isinstance(checkpoint, tuple) else open_checkpoint(checkpoint, ema=ema)
+    `env` shards the split across torchrun's processes; `select` picks the positions of the images to keep."""
+    model, record, source = loaded
     if data is None:
-        data = meta.get("data")
+        data = record.data
         if not data:
             raise ConfigError(f"{source} does not record the data it was trained on; pass --data")
     if input_size is not None:
-        from senet.models import create_model
-
-        with torch.device("meta"):
-            check_input_size(create_model(meta["model"], **meta.get("kwargs", {})), meta["model"], input_size)
+        check_input_size(model, record.model, input_size)
     env = env or DistEnv()
     torch_device = torch.device(device)
-    size = input_size or int(meta.get("input_size") or model.default_input_size[-1])
+    size = input_size or int(record.input_size or model.default_input_size[-1])
     val, spec = open_eval_data(data, default_size=size)
-    check_classes(meta, val, data, folder=spec.kind == "folder")
-    transform = EvalTransform(size, float(meta.get("eval_crop_fraction", 0.875)), mode=val.pil_mode)
+    check_classes(record, val, data, folder=spec.kind == "folder", outputs=getattr(model, "num_classes", None))
+    transform = EvalTransform(size, record.crop_fraction, mode=val.pil_mode)
     dataset = AugmentedDataset(val, transform)
     sampler: Iterable[tuple[int, int]] = EvalSampler(len(dataset), rank=env.rank, world_size=env.world_size)
     if select is not None:
         sampler = [(index, 0) for index in select(val)[env.rank :: env.world_size]]
     loader = make_loader(dataset, sampler, batch_size=batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
-    normalize = Normalize(meta.get("mean") or val.mean, meta.get("std") or val.std, torch_device)
+    normalize = Normalize(record.mean or val.mean, record.std or val.std, torch_device)
     model.to(torch_device)
-    return EvalPipeline(model, meta, source, data, size, val, loader, normalize)
+    return EvalPipeline(model, record, source, data, size, val, loader, normalize)
 
 
 def result_row(result: EvalResult) -> dict[str, Any]:
@@ -209,8 +186,8 @@ def result_row(result: EvalResult) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.as_dict().items()}
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
+def evaluate_network(
+    loaded: Loaded,
     data: str | None = None,
     *,
     input_size: int | None = None,
@@ -218,22 +195,21 @@ def evaluate_checkpoint(
     workers: int = 4,
     device: str = "auto",
     amp: str = "none",
-    ema: bool = False,
     skip_bad_images: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 / top-5 error, loss, image count and throughput of a checkpoint on the val split of `data`
-    (default: the data the run was trained on, as its metadata records)."""
+    """Top-1 / top-5 error, loss, image count and throughput of a loaded network on the val split of `data`
+    (default: the data the run was trained on, as its record says)."""
     env = DistEnv.from_environ()
     torch_device = resolve_device(device, env)
     init_process_group(env, torch_device)  # under torchrun each process evaluates a shard; the sums are shared
     try:
-        pipeline = eval_pipeline(checkpoint, data, input_size=input_size, batch_size=batch_size, workers=workers,
-                                 device=torch_device, ema=ema, env=env)
+        pipeline = eval_pipeline(loaded, data, input_size=input_size, batch_size=batch_size, workers=workers,
+                                 device=torch_device, env=env)
         result = evaluate(pipeline.model, pipeline.loader, pipeline.normalize, amp=amp, skip_bad_images=skip_bad_images)
     finally:
         shutdown()
     return {
-        "model": pipeline.meta["model"],
+        "model": pipeline.record.model,
         "checkpoint": str(pipeline.source),
         "data": pipeline.data,
         "input_size": pipeline.input_size,
@@ -241,10 +217,18 @@ def evaluate_checkpoint(
     }
 
 
+def format_evaluation(result: dict[str, Any]) -> str:
+    """`senet eval`'s line for what `evaluate_network` returned."""
+    return (
+        f"{result['model']} on {result['data']} ({result['images']} images, input {result['input_size']}): "
+        f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}%, loss {result['loss']:.4f}, "
+        f"{result['images_per_s']:.0f} images/s"
+        + (f" ({result['bad_images']} unreadable images skipped)" if result["bad_images"] else "")
+    )
+
+
 def check_input_size(model: nn.Module, name: str, size: int) -> None:
     """ConfigError if `size` is below the smallest input `model` (named `name`) is meant for."""
-    from senet.analysis.complexity import min_input_size
-
     minimum = min_input_size(model)
     if size < minimum:
         hint = ", or a model for small images (the CIFAR ResNets such as se_resnet20 take 4 and more)" if minimum > 4 else ""
@@ -254,15 +238,23 @@ def check_input_size(model: nn.Module, name: str, size: int) -> None:
         )
 
 
-def check_classes(meta: dict[str, Any], images: ImageSet, data: str, *, folder: bool = False) -> None:
-    """The data must have the classes the model was trained on (same count; same names where both have names)."""
-    classes = meta.get("classes")
-    if classes is None:
-        return
-    if len(classes) != len(images.classes):
-        raise ConfigError(f"the model was trained on {len(classes)} classes but {data} has {len(images.classes)}")
-    if folder and list(classes) != list(images.classes):
+def check_classes(
+    record: CheckpointRecord, images: ImageSet, data: str, *, folder: bool = False, outputs: int | None = None
+) -> None:
+    """The data must have the classes the model was trained on (same count; same names where both have names).
+
+    `outputs`, the classifier's width, is compared too, for checkpoints that record no class names (a converted
+    ImageNet model scored on a 3-class folder would be wrong on every image, and silently)."""
+    classes = record.classes
+    count = len(classes) if classes is not None else outputs
+    if count is not None and count != len(images.classes):
+        raise ConfigError(
+            f"the model was trained on {count} classes but {data} has {len(images.classes)}: its predictions cannot "
+            f"be scored against these labels; use data with the model's {count} classes, or train a model for these "
+            "with `senet train --pretrained CHECKPOINT --data DATA` (it replaces the classifier)"
+        )
+    if classes is not None and folder and list(classes) != list(images.classes):
         raise ConfigError(f"the class folders of {data} differ from the classes the model was trained on")
-    channels = meta.get("channels")
+    channels = record.channels
     if channels is not None and channels != images.channels:
         raise ConfigError(f"the model takes {channels}-channel images but {data} has {images.channels}")

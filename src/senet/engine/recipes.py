@@ -15,12 +15,7 @@ import yaml
 
 from senet.engine.config import RunConfig, apply_overrides
 from senet.errors import ConfigError, did_you_mean
-
-
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped with senet."""
-    folder = resources.files("senet") / "recipes"
-    return sorted(item.name[: -len(".yaml")] for item in folder.iterdir() if item.name.endswith(".yaml"))
+from senet.options import list_recipes
 
 
 def recipe_text(name: str) -> str:

@@ -66,7 +66,7 @@ def fit_to_epochs(
     elif recipe.name == "step" and recipe.milestones is None and "step_every" not in user_set and "milestones" not in user_set:
         changes["step_every"] = scaled(recipe.step_every)
         said.append(f"a step every {recipe.step_every} -> {changes['step_every']} epochs")
-    cap = WARMUP_CAP * epochs
+    cap = round(WARMUP_CAP * epochs, 12)  # 0.3 for 3 epochs, not 0.1 * 3 = 0.30000000000000004
     if recipe.warmup_epochs > cap and "warmup_epochs" not in user_set:
         changes["warmup_epochs"] = cap
         said.append(f"warm-up {recipe.warmup_epochs:g} -> {cap:g} epochs (at most {WARMUP_CAP:.0%} of the run)")

@@ -38,6 +38,16 @@ from senet.data import AugmentedDataset, EvalSampler, EvalTransform, Normalize, 
 from senet.data import make_loader, open_data
 from senet.data.spec import Splits
 from senet.engine import distributed as dist_utils
+from senet.engine.config import RunConfig
+from senet.engine.distributed import DistEnv
+from senet.engine.ema import ModelEma
+from senet.engine.evaluate import EvalResult, autocast, check_input_size, device_batches, evaluate
+from senet.engine.recipes import resolve_config
+from senet.engine.schedule import Plateau, lr_factor
+from senet.errors import ConfigError, FileSystemError, SenetError, shown
+from senet.interop.load import build_network, recognise_file
+from senet.models import create_model
+from senet.weights.cache import find_weights, is_model_name
 from senet.weights.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
@@ -48,13 +58,9 @@ from senet.weights.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from senet.engine.config import RunConfig, plain
-from senet.engine.distributed import DistEnv
-from senet.engine.ema import ModelEma
-from senet.engine.evaluate import EvalResult, autocast, check_input_size, device_batches, evaluate
-from senet.engine.recipes import resolve_config
-from senet.engine.schedule import Plateau, lr_factor
-from senet.errors import ConfigError, SenetError
+from senet.weights.lock import FolderInUse, FolderLock
+from senet.weights.record import CheckpointRecord, plain
+from senet.weights.state import load_strict
 
 CONFIG_FILE = "config.yaml"
 FINAL_WEIGHTS = "model.safetensors"
@@ -77,7 +83,7 @@ class TrainResult:
     output: Path
     history: list[dict[str, Any]]
     model: nn.Module
-    meta: dict[str, Any]
+    record: CheckpointRecord
     train_seconds: float = 0.0
     train_images: int = 0
     splits: Splits | None = field(default=None, repr=False)
@@ -94,8 +100,8 @@ class TrainResult:
         """The run's result: final validation errors and loss, epochs, steps, time and where the weights are."""
         final = self.final
         return {
-            "model": self.meta.get("model"),
-            "data": self.meta.get("data"),
+            "model": self.record.model,
+            "data": self.record.data,
             "output": str(self.output),
             "weights": str(self.output / "model.safetensors"),
             "epochs": final.get("epoch", 0),
@@ -128,7 +134,8 @@ def prepare_config(
         base = RunConfig.from_dict(yaml.safe_load(saved.read_text()))
         config = base.replace(overrides)
         before, after = flatten_config(base.to_dict()), flatten_config(config.to_dict())
-        changes = [f"{key}: {before.get(key)} -> {after.get(key)}" for key in after if before.get(key) != after.get(key)]
+        changes = [f"{key}: {shown(before.get(key))} -> {shown(after.get(key))}" for key in after
+                   if before.get(key) != after.get(key)]
         return config, changes
     return resolve_config(recipe or "paper-imagenet", overrides, notes=notes), []
 
@@ -230,8 +237,6 @@ class Trainer:
         if cfg.train.amp == "fp16" and self.device.type == "cpu":
             raise ConfigError("fp16 autocast is for GPUs; on the CPU use --amp bf16")
 
-        from senet.models import create_model
-
         kwargs = dict(cfg.model.kwargs)
         with torch.device("meta"):
             shape_model = create_model(cfg.model.name, **kwargs)
@@ -241,6 +246,10 @@ class Trainer:
         self.input_size = cfg.data.input_size or train_set.native_size or model_default
         check_input_size(shape_model, cfg.model.name, self.input_size)
         self.classes = list(self.splits.classes)
+        if len(self.classes) < 2:  # one class: the loss is 0 from the first step and the error 0%, meaning nothing
+            found = f"one class ({self.classes[0]})" if self.classes else "no classes"
+            raise ConfigError(f"{cfg.data.spec} has {found}; a classifier needs at least two: give the data a folder "
+                              "per class (train/CLASS/*.jpg)")
         kwargs.setdefault("num_classes", len(self.classes))
         kwargs.setdefault("in_chans", self.splits.channels)
         if kwargs["num_classes"] != len(self.classes):
@@ -262,19 +271,18 @@ class Trainer:
         self._build_loaders(train_set, val_set)
         self._build_model_wrappers()
         self._build_optimizer()
-        self.meta = {
-            "format": 1,
-            "model": cfg.model.name,
-            "kwargs": plain(kwargs),
-            "classes": self.classes,
-            "channels": self.splits.channels,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "input_size": self.input_size,
-            "eval_crop_fraction": cfg.data.eval_crop_fraction,
-            "data": str(self.splits.spec),
-            "recipe": cfg.recipe,
-        }
+        self.record = CheckpointRecord(
+            model=cfg.model.name,
+            kwargs=plain(kwargs),
+            classes=tuple(self.classes),
+            channels=self.splits.channels,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+            input_size=self.input_size,
+            eval_crop_fraction=cfg.data.eval_crop_fraction,
+            data=str(self.splits.spec),
+            recipe=cfg.recipe,
+        )
         # The saved config records what the defaults resolved to, so a resume derives nothing anew.
         self.config = cfg.replace({"data.input_size": self.input_size, "data.mean": self.mean, "data.std": self.std})
 
@@ -285,28 +293,46 @@ class Trainer:
         cfg = self.config
         if cfg.model.pretrained is None or (self.resume and checkpoint_dirs(self.output)):
             return cfg
-        from senet.interop.load import recognise_file
-
-        self.pretrained, _ = recognise_file(cfg.model.pretrained, source=cfg.model.source, model=cfg.model.name)
+        source = cfg.model.source
+        if not Path(cfg.model.pretrained).expanduser().exists() and is_model_name(cfg.model.pretrained):
+            found = find_weights(cfg.model.pretrained)  # a model name: the weights already on this machine
+            self.log(f"pretrained weights: {cfg.model.pretrained} found at {found.path}")
+            cfg = cfg.replace({"model.pretrained": str(found.path)})
+            source = source if source not in (None, "auto") else found.wanted.source
+        self.pretrained, _ = recognise_file(cfg.model.pretrained, source=source or "auto", model=cfg.model.name)
         kwargs = {k: v for k, v in self.pretrained.model_kwargs.items() if k not in ("num_classes", "in_chans")}
-        self.config = cfg.replace({"model.name": self.pretrained.model_name, "model.source": self.pretrained.source,
+        name = self.pretrained.model_name
+        if cfg.model.add_se is not None:
+            from senet.models import is_se_model, se_twin
+
+            if is_se_model(name) or se_twin(name) is None:
+                raise ConfigError(f"--add-se adds SE to a plain network; {cfg.model.pretrained} holds {name}"
+                                  + (", which has SE already" if is_se_model(name) else ", which has no SE twin in senet"))
+            name = se_twin(name)
+        self.config = cfg.replace({"model.name": name, "model.source": self.pretrained.source,
                                    "model.kwargs": kwargs | dict(cfg.model.kwargs)})
         return self.config
 
     def _create_model(self, kwargs: dict[str, Any]) -> nn.Module:
         """The network: fresh, or the --pretrained weights with the classifier and input convolution adapted."""
-        from senet.models import create_model
-
         if self.pretrained is None:
             return create_model(self.config.model.name, **kwargs)
-        from senet.interop.load import build_network
-
         extra = {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_chans")}
         model, notes = build_network(self.pretrained, Path(self.config.model.pretrained), num_classes=kwargs["num_classes"],
                                      in_chans=kwargs["in_chans"], **extra)
         self.log(f"pretrained weights: {self.pretrained.describe()}")
         for note in notes:
             self.log(f"pretrained weights: {note}")
+        if self.config.model.add_se is not None:
+            from senet.interop.retrofit import add_se
+
+            add_se(model, init=self.config.model.add_se, input_size=(kwargs["in_chans"], self.input_size, self.input_size))
+            with torch.device("meta"):  # the run's model (its config, its saved weights) is the SE twin
+                twin = create_model(self.config.model.name, **kwargs).state_dict()
+            if {k: v.shape for k, v in twin.items()} != {k: v.shape for k, v in model.state_dict().items()}:
+                raise ConfigError(f"--add-se on {self.pretrained.model_name} gives a network other than "
+                                  f"{self.config.model.name}; add SE in Python (senet.add_se) instead")
+            self.log(f"pretrained weights: {model.se_report.summary} (init={self.config.model.add_se})")
         return model
 
     def _set_determinism(self) -> None:
@@ -436,34 +462,28 @@ class Trainer:
 
     def check_resumable(self, checkpoint: Checkpoint) -> None:
         """ConfigError, naming the difference, if the checkpoint's network or classes are not this run's."""
-        saved = checkpoint.meta
+        saved, ours = checkpoint.record, self.record
         fix = (f"start a new run with another --output, or fine-tune its weights in a new run with "
                f"--pretrained {checkpoint.path / 'model.safetensors'}")
         where = f"{self.output} was trained"
-        if saved.get("model") != self.meta["model"]:
-            raise ConfigError(f"{where} as {saved.get('model')}, not {self.meta['model']}; {fix}")
-        classes = saved.get("classes")
-        if classes is not None and len(classes) != len(self.classes):
-            raise ConfigError(f"{where} on {len(classes)} classes, but {self.splits.spec} has {len(self.classes)}; {fix}")
-        if saved.get("channels") not in (None, self.splits.channels):
-            raise ConfigError(f"{where} on {saved['channels']}-channel images, but {self.splits.spec} has "
+        if saved is None or saved.model != ours.model:
+            raise ConfigError(f"{where} as {saved.model if saved else None}, not {ours.model}; {fix}")
+        if saved.classes is not None and len(saved.classes) != len(self.classes):
+            raise ConfigError(f"{where} on {len(saved.classes)} classes, but {self.splits.spec} has {len(self.classes)}; {fix}")
+        if saved.channels not in (None, self.splits.channels):
+            raise ConfigError(f"{where} on {saved.channels}-channel images, but {self.splits.spec} has "
                               f"{self.splits.channels}; {fix}")
-        kwargs = saved.get("kwargs", {})
-        changed = sorted(k for k in set(kwargs) | set(self.meta["kwargs"]) if kwargs.get(k) != self.meta["kwargs"].get(k))
+        kwargs = saved.kwargs
+        changed = sorted(k for k in set(kwargs) | set(ours.kwargs) if kwargs.get(k) != ours.kwargs.get(k))
         if changed:
             shown = lambda value: "default" if value is None else value  # noqa: E731
-            detail = ", ".join(f"{k} {shown(kwargs.get(k))} -> {shown(self.meta['kwargs'].get(k))}" for k in changed)
+            detail = ", ".join(f"{k} {shown(kwargs.get(k))} -> {shown(ours.kwargs.get(k))}" for k in changed)
             raise ConfigError(f"{where} with other model settings ({detail}); {fix}")
 
     def load_state(self, checkpoint: Checkpoint) -> None:
         self.check_resumable(checkpoint)
-        try:
-            self.model.load_state_dict(checkpoint.model)
-        except RuntimeError as error:
-            lines = str(error).splitlines()
-            raise ConfigError(f"the weights in {checkpoint.path} do not fit this run's {self.meta['model']} "
-                              f"({(lines[1] if len(lines) > 1 else lines[0]).strip()}); start a new run with "
-                              "another --output") from None
+        load_strict(self.model, checkpoint.model, f"the weights in {checkpoint.path}", f"this run's {self.record.model}",
+                    "start a new run with another --output")
         if self.ema is not None:
             if checkpoint.ema is None:
                 raise ConfigError(f"{checkpoint.path} has no EMA weights; resume without --ema-decay")
@@ -495,13 +515,12 @@ class Trainer:
         state = self.trainer_state()
         path = None
         if self.env.is_main:
-            meta = self.meta | {"epoch": self.epoch, "step": self.global_step}
             path = save_checkpoint(
                 self.output,
                 self.global_step,
                 model=self.model.state_dict(),
                 trainer=state,
-                meta=meta,
+                record=self.record.replace(epoch=self.epoch, step=self.global_step),
                 ema=self.ema.state_dict() if self.ema else None,
                 keep=self.config.train.keep_checkpoints,
             )
@@ -517,13 +536,30 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         deterministic = torch.are_deterministic_algorithms_enabled()
+        self.lock = FolderLock(self.output, fix="wait for it to finish, or train into another --output")
         try:
             self.setup()
+            self._lock()
             return self._fit()
         finally:
+            self.lock.release()
             if torch.are_deterministic_algorithms_enabled() != deterministic:
                 torch.use_deterministic_algorithms(deterministic)
             dist_utils.shutdown()
+
+    def _lock(self) -> None:
+        """One writer per run folder: take its lock before anything is written (under torchrun rank 0 takes it
+        and every process stops alike if another run holds it)."""
+        failure = None
+        if self.env.is_main:
+            try:
+                self.lock.acquire()
+            except (FolderInUse, FileSystemError) as error:
+                failure = [isinstance(error, FolderInUse), str(error)]
+        failure = dist_utils.all_gather_objects(failure, self.device)[0]
+        if failure is not None:
+            in_use, message = failure
+            raise (FolderInUse if in_use else FileSystemError)(message)
 
     def _fit(self) -> TrainResult:
         cfg, env = self.config, self.env
@@ -751,22 +787,22 @@ class Trainer:
         self.save()
         self.log(
             f"epoch {row['epoch']:3d}/{cfg.schedule.epochs}  loss {row['train_loss']:.4f}  val loss {val.loss:.4f}  "
-            f"top-1 {val.top1_err:5.2f}%  top-5 {val.top5_err:5.2f}%  lr {row['lr']:.4g}  "
-            f"{row['images_per_s'] or 0:.0f} img/s" + (f"  EMA top-1 {ema_val.top1_err:5.2f}%" if ema_val else "")
+            f"top-1 err {val.top1_err:5.2f}%  top-5 err {val.top5_err:5.2f}%  lr {row['lr']:.4g}  "
+            f"{row['images_per_s'] or 0:.0f} img/s" + (f"  EMA top-1 err {ema_val.top1_err:5.2f}%" if ema_val else "")
             + (f"  ({row['bad_images']} unreadable images skipped)" if "bad_images" in row else "")
         )
         return row
 
     def _finish(self) -> TrainResult:
-        meta = self.meta | {"epoch": self.epoch, "step": self.global_step}
+        record = self.record.replace(epoch=self.epoch, step=self.global_step)
         if self.env.is_main:
-            save_weights(self.output / FINAL_WEIGHTS, self.model.state_dict(), meta)
+            save_weights(self.output / FINAL_WEIGHTS, self.model.state_dict(), record)
             if self.ema is not None:
-                save_weights(self.output / "model_ema.safetensors", self.ema.state_dict(), meta)
+                save_weights(self.output / "model_ema.safetensors", self.ema.state_dict(), record)
             self.log(f"metrics: {self.output / METRICS_FILE}; config: {self.output / CONFIG_FILE}")
         seconds = sum(row["train_seconds"] for row in self.history)
         images = sum(row["train_images"] for row in self.history)
-        return TrainResult(self.output, self.history, self.model, meta, seconds, images, self.splits)
+        return TrainResult(self.output, self.history, self.model, record, seconds, images, self.splits)
 
 
 def _progress(total: int, initial: int, desc: str, *, disable: bool) -> Any:

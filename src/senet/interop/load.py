@@ -1,15 +1,16 @@
 """`senet.load_model` and `senet convert`: any SE checkpoint -> the senet network it describes, loaded strictly.
 
-A file is read safely (`weights.files`), recognised (`interop.sources`: which library wrote it, which
-senet model and keywords it maps onto, its keys renamed; senet's own files need no recognition, their
-metadata names the model), the network is built and the weights loaded strictly: every key present,
-every shape equal. For fine-tuning, a different class count replaces the classifier
+The one loader of senet: a file is read safely (`weights.files`), recognised (`interop.sources`: which
+library wrote it, which senet model and keywords it maps onto, its keys renamed; senet's own files are one
+more source, their checkpoint record names the model), the network is built and the weights loaded
+strictly (`weights.state.load_strict`): every key present, every shape equal. For fine-tuning, a different class count replaces the classifier
 (`reset_classifier`) and a different input channel count adapts the first convolution as timm does
 (`adapt_input_conv`). The model comes back in eval mode with its preprocessing as `model.pretrained_cfg`.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.data.images import RESAMPLING
-from senet.weights.checkpoint import save_weights
-from senet.engine.config import plain
 from senet.errors import ConfigError, SenetError
-from senet.weights.files import WeightsFile, read_weights
-from senet.interop.sources import Recognised, recognise
+from senet.options import IMAGENET_MEAN, IMAGENET_STD
+from senet.interop.sources import AssumedSourceWarning, Recognised, recognise
+from senet.models import create_model
 from senet.models.features import check_features_only, with_features_only
-
-DEFAULT_CROP_PCT = 0.875  # the paper's 224 / 256 (Sec. 5.1)
+from senet.weights.checkpoint import save_weights
+from senet.weights.files import WeightsFile, read_weights
+from senet.weights.record import DEFAULT_CROP_FRACTION, CheckpointRecord, plain
+from senet.weights.state import load_strict
 
 
 @dataclass
@@ -39,47 +40,46 @@ class Pretrained:
     notes: list[str] = field(default_factory=list)
     found: str = ""  # where in the file the weights were (a training checkpoint's key, a prefix removed)
 
-    def meta(self) -> dict[str, Any]:
-        """senet's weights metadata for this network (what `senet eval` and `load_model` rebuild it from)."""
+    def record(self) -> CheckpointRecord:
+        """senet's checkpoint record of this network (what `senet eval` and `load_model` rebuild it from)."""
         cfg = self.cfg
-        return {
-            "format": 1,
-            "model": cfg["model"],
-            "kwargs": cfg["kwargs"],
-            "classes": cfg["label_names"],
-            "channels": cfg["input_size"][0],
-            "mean": cfg["mean"],
-            "std": cfg["std"],
-            "input_size": cfg["input_size"][-1],
-            "eval_crop_fraction": cfg["crop_pct"],
-            "interpolation": cfg["interpolation"],
-            "source": cfg["source"],
-            "architecture": cfg["architecture"],
-        }
+        return CheckpointRecord(
+            model=cfg["model"],
+            kwargs=cfg["kwargs"],
+            classes=None if cfg["label_names"] is None else tuple(cfg["label_names"]),
+            channels=cfg["input_size"][0],
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            input_size=cfg["input_size"][-1],
+            eval_crop_fraction=cfg["crop_pct"],
+            interpolation=cfg["interpolation"],
+            source=cfg["source"],
+            architecture=cfg["architecture"],
+        )
 
 
 def recognise_file(
     path: str | Path, *, source: str = "auto", model: str | None = None, ema: bool = False
 ) -> tuple[Recognised, WeightsFile]:
-    """Read `path` and say what it is: senet's own files by their metadata, every other file by `recognise`."""
+    """Read `path` and say what it is: senet's own files by their record, every other file by `recognise`."""
     weights = read_weights(path, ema=ema)
-    meta = weights.meta
-    if "model" in meta and source in ("auto", "senet"):
-        if model is not None and model != meta["model"]:
-            raise ConfigError(f"{weights.path} holds a {meta['model']} (its metadata says so), not {model}; drop --model")
+    record = weights.record
+    if record is not None and source in ("auto", "senet"):
+        if model is not None and model != record.model:
+            raise ConfigError(f"{weights.path} holds a {record.model} (its metadata says so), not {model}; drop --model")
         preprocessing = {
-            "mean": meta.get("mean"),
-            "std": meta.get("std"),
-            "input_size": meta.get("input_size"),
-            "crop_pct": meta.get("eval_crop_fraction"),
-            "interpolation": meta.get("interpolation"),
-            "label_names": meta.get("classes"),
+            "mean": record.mean,
+            "std": record.std,
+            "input_size": record.input_size,
+            "crop_pct": record.eval_crop_fraction,
+            "interpolation": record.interpolation,
+            "label_names": record.classes,
         }
         recognised = Recognised(
-            source=meta.get("source", "senet"),
-            architecture=meta.get("architecture", meta["model"]),
-            model_name=meta["model"],
-            model_kwargs=dict(meta.get("kwargs", {})),
+            source=record.source,
+            architecture=record.architecture or record.model,
+            model_name=record.model,
+            model_kwargs=dict(record.kwargs),
             state_dict=weights.state_dict,
             preprocessing={k: v for k, v in preprocessing.items() if v is not None},
         )
@@ -88,24 +88,24 @@ def recognise_file(
         if model is None:
             raise ConfigError(f"{weights.path} has senet's keys but no metadata naming the model; pass --model NAME")
         return Recognised("senet", model, model, _senet_kwargs(model, weights.state_dict), weights.state_dict, {}), weights
+    prefer = "timm" if "models--timm--" in str(weights.path) else None  # timm's hub cache
     try:
-        return recognise(weights.state_dict, source=source, model=model, config=weights.config), weights
+        recognised = recognise(weights.state_dict, source=source, model=model, config=weights.config, prefer=prefer)
     except SenetError as error:  # say which file
         raise type(error)(f"{weights.path}: {error}") from None
+    if recognised.assumed:
+        warnings.warn(f"{weights.path}: {recognised.assumed}", AssumedSourceWarning, stacklevel=3)
+    return recognised, weights
 
 
 def _has_keys_of(model: str, state: dict[str, Tensor]) -> bool:
     """Whether `state` has exactly the keys of senet's `model` (a state dict saved from a senet network)."""
-    from senet.models import create_model
-
     with torch.device("meta"):
         return set(create_model(model).state_dict()) == set(state)
 
 
 def _senet_kwargs(model: str, state: dict[str, Tensor]) -> dict[str, Any]:
     """num_classes and in_chans of a senet state dict without metadata, from its classifier and first convolution."""
-    from senet.models import create_model
-
     with torch.device("meta"):
         probe = create_model(model)
     expected = probe.state_dict()
@@ -136,7 +136,7 @@ def load_pretrained(
     built, notes = build_network(recognised, weights.path, num_classes=num_classes, in_chans=in_chans, **kwargs)
     cfg = pretrained_cfg(recognised, weights, built, kwargs)
     built.eval()
-    built.pretrained_cfg = cfg
+    built.pretrained_cfg = {**getattr(built, "pretrained_cfg", {}), **cfg}  # timm's keys the file does not set stay
     return Pretrained(built, recognised, cfg, notes, weights.note)
 
 
@@ -159,18 +159,14 @@ def load_model(path: str | Path, *, source: str = "auto", model: str | None = No
     return with_features_only(load_pretrained(path, source=source, model=model, **kwargs).model, features_only, out_indices)
 
 
-def load_for_evaluation(path: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict[str, Any], Path]:
-    """(network, senet metadata, file) of any checkpoint `load_model` reads, for `senet eval` and `senet analyze`:
-    senet's own files rebuilt from their metadata (`model_from_meta`), any other from what it was recognised
-    as, with the metadata a `senet convert` of it would carry (`Pretrained.meta`)."""
-    from senet.engine.evaluate import model_from_meta
-
+def load_for_evaluation(path: str | Path, *, ema: bool = False) -> tuple[nn.Module, CheckpointRecord, Path]:
+    """(network, checkpoint record, file) of any checkpoint `load_model` reads, for `senet eval`, `senet
+    analyze` and the demo: the network as the file's record (senet's own files) or its recognition (any
+    other) describes it, loaded strictly; a foreign file gets the record a `senet convert` of it would carry."""
     recognised, weights = recognise_file(path, ema=ema)
-    if "model" in weights.meta:
-        return model_from_meta(weights.state_dict, weights.meta, weights.path), weights.meta, weights.path
     network, notes = build_network(recognised, weights.path)
-    meta = Pretrained(network, recognised, pretrained_cfg(recognised, weights, network), notes).meta()
-    return network, meta, weights.path
+    record = weights.record or Pretrained(network, recognised, pretrained_cfg(recognised, weights, network), notes).record()
+    return network, record, weights.path
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -181,8 +177,6 @@ def build_network(
 ) -> tuple[nn.Module, list[str]]:
     """(network, notes): create `recognised.model_name`, load its state dict strictly, then adapt the input
     convolution and the classifier where `in_chans` / `num_classes` differ from the file's."""
-    from senet.models import create_model
-
     name = recognised.model_name
     model_kwargs = dict(recognised.model_kwargs) | kwargs
     with torch.device("meta"):
@@ -201,7 +195,8 @@ def build_network(
         how = "summed over its channels" if in_chans == 1 else "repeated and rescaled"
         notes.append(f"input convolution {adapted[0]} adapted from {file_chans} to {in_chans} channels (weights {how})")
     network = create_model(name, **model_kwargs)
-    load_strict(network, state, f"the weights in {path}", f"{name}({_kwargs_text(model_kwargs)})")
+    load_strict(network, state, f"the weights in {path}", f"{name}({_kwargs_text(model_kwargs)})",
+                "check --model / --source and the model options")
     if num_classes is not None and num_classes != file_classes:
         if not hasattr(network, "reset_classifier"):
             raise ConfigError(f"{name} has no replaceable classifier; it keeps the file's {file_classes} classes")
@@ -229,27 +224,6 @@ def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
         repeats = -(-in_chans // old)
         adapted = weight.repeat(1, repeats, *([1] * (weight.dim() - 2)))[:, :in_chans] * (old / in_chans)
     return adapted.to(dtype)
-
-
-def load_strict(network: nn.Module, state: dict[str, Tensor], what: str, into: str) -> None:
-    """`network.load_state_dict(state)` with every key present and every shape equal, else one line naming
-    the first mismatching keys and both shapes."""
-    expected = network.state_dict()
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    problems = []
-    if wrong:
-        key, got, want = wrong[0]
-        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
-        problems.append(f"{key} is {list(got)} in the file but {list(want)} in the model{more}")
-    if missing:
-        problems.append(f"{len(missing)} keys missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
-    if problems:
-        raise SenetError(f"{what} do not fit {into}: {'; '.join(problems)}; check --model / --source and the model options")
-    network.load_state_dict(state, strict=True)
 
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:
@@ -290,7 +264,7 @@ def pretrained_cfg(
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
         "input_size": [channels] + [side] * (len(default) - 1),
-        "crop_pct": float(pre.get("crop_pct") or DEFAULT_CROP_PCT),
+        "crop_pct": float(pre.get("crop_pct") or DEFAULT_CROP_FRACTION),
         "interpolation": interpolation,
         "label_names": list(labels) if labels is not None else None,
         "num_classes": int(network.num_classes),
@@ -311,5 +285,5 @@ def convert(
     if not dst.parent.is_dir():
         raise ConfigError(f"folder {dst.parent} does not exist; create it first")
     loaded = load_pretrained(src, source=source, model=model, ema=ema)
-    save_weights(dst, loaded.model.state_dict(), loaded.meta())
+    save_weights(dst, loaded.model.state_dict(), loaded.record())
     return loaded

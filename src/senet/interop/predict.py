@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from senet.data import AugmentedDataset, BadImage, EvalSampler, EvalTransform, FolderSet, Normalize, make_loader
+from senet.data import AugmentedDataset, BadImage, EvalSampler, FolderSet, Normalize, make_loader
+from senet.data.config import create_transform, resolve_data_config
 from senet.data.images import IMAGE_EXTENSIONS
 from senet.errors import ConfigError
 
@@ -78,12 +79,17 @@ def predict(
         raise ConfigError(f"{cfg['model']} does not take images (input {cfg['input_size']}); predict needs an image model")
     mode = "RGB" if channels == 3 else "L"
     images = FolderSet("images", Path(""), [], list(files), np.arange(len(files)), channels=channels, pil_mode=mode)
-    transform = EvalTransform(size, cfg["crop_pct"], mode=mode, interpolation=cfg["interpolation"])
-    loader = make_loader(AugmentedDataset(images, transform), EvalSampler(len(files)), batch_size=batch_size, workers=workers)
+    transform = create_transform(**resolve_data_config(model=model))  # (the geometry runs in the loader's workers)
+    loader = make_loader(AugmentedDataset(images, transform.geometry), EvalSampler(len(files)), batch_size=batch_size,
+                         workers=workers)
     device = torch.device(device)
-    normalize = Normalize(cfg["mean"], cfg["std"], device)
+    normalize = Normalize(transform.mean, transform.std, device)
     model.to(device).eval()
     names = cfg.get("label_names")
+    outputs = getattr(model, "num_classes", None)
+    if names and outputs is not None and len(names) != outputs:  # each name would label another class's score
+        raise ConfigError(f"{cfg['model']} has {outputs} class outputs but its checkpoint names {len(names)} classes; "
+                          "the names cannot be matched to the outputs: fix the checkpoint's class list (or its --num-classes)")
     predictions, bad = [], []
     for batch in loader:
         bad += batch.bad

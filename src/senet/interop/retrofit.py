@@ -33,17 +33,25 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from senet.errors import ConfigError, did_you_mean
-from senet.layers import SEConfig, SEResidualUnit, SqueezeExcitation
+from senet.errors import ConfigError, check_choice, did_you_mean
+from senet.layers import SEConfig, SEResidualUnit, SqueezeExcitation, se_impl
 from senet.layers.nd import CONV_DIMS, NORM_DIMS
 from senet.models.base import init_weights_he
 from senet.models.blocks import InceptionModule
-from senet.models.cifar import CIFAR_SE_DEFAULTS, CifarResNet
-from senet.models.inception_resnet import InceptionResNetUnit, InceptionResNetV2
-from senet.models.mobilenet import MOBILENET_V3_SE, InvertedResidual, MobileNetV3
+from senet.models.features import StageInfo
+from senet.models.inception_resnet import InceptionResNetUnit
+from senet.models.mobilenet import InvertedResidual
 from senet.models.shufflenet import ShuffleUnit
 
 __all__ = ["SEReport", "SESite", "add_se"]
+
+INITS = ("default", "identity")
+# Layers whose output scales with their input's for a positive factor (f(2x) = 2 f(x), exactly): an
+# identity-initialised SE block's compensation may pass through them to the BN or convolution before.
+_POSITIVELY_HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                           nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_SCALABLE = (nn.modules.batchnorm._BatchNorm, nn.modules.conv._ConvNd, nn.Linear)
+_HALF_AT_ZERO = (nn.Sigmoid, nn.Hardsigmoid)  # gate(0) = 1/2 exactly
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                 nn.Hardswish, nn.Mish, nn.Tanh)
@@ -124,6 +132,7 @@ def add_se(
     stages: Iterable[int] | None = None,
     where: Sequence[str] | None = None,
     input_size: Sequence[int] | None = None,
+    init: str = "default",
     verbose: bool = False,
 ) -> nn.Module:
     """Insert SE blocks into `model` in place and return it (Sec. 3.3); `model.se_report` says what went where.
@@ -139,7 +148,16 @@ def add_se(
     another): a residual unit gets SE inside it, any other module SE on its output. A tuple `reduction`
     gives one ratio per stage that gets SE (in stage order), e.g. (16, 16, 16, 8) on a ResNet-50. If a
     place cannot take its block, ConfigError, and the model is left as it came.
+
+    `init`: "default" (He initialisation, as senet's SE networks: each gate starts near 1/2, so a trained
+    network's function changes) or "identity": the network computes exactly what it did (to float
+    rounding) and still learns. Each block's last FC starts at zero weight (and bias), so its gate is
+    gate(0) = 1/2 everywhere (sigmoid, hard_sigmoid), and the layer that produces the block's input (its BN,
+    else its convolution, through ReLUs and pools, which commute with a positive scale) has its weight and
+    bias doubled: x * 2 * 1/2 = x, exactly in floating point. The FC's gradient is not zero (it is the
+    bottleneck's output times the gate's), so the blocks learn from the first step.
     """
+    check_choice("init", init, INITS)
     config = _family_defaults(model)
     if isinstance(reduction, Sequence):
         reduction = tuple(reduction)
@@ -184,19 +202,114 @@ def add_se(
         return se if param is None else se.to(device=param.device, dtype=param.dtype)
 
     restore = _snapshot(model)
+    blocks: list[tuple[str, SqueezeExcitation]] = []
     try:
         for site in sites:
             site_config = site_configs[site.name]
             name, se = site.insert(site_config, functools.partial(build, site_config))
             report.sites.append(SESite(name, site.label, site.position, se.channels, se.hidden_channels,
                                        sum(p.numel() for p in se.parameters())))
+            blocks.append((name, se))
+        scaled = _compensated_layers(model, blocks, input_size) if init == "identity" else []
     except BaseException:
         restore()  # a site that fails after others were filled leaves the model as it came
         raise
+    with torch.no_grad():  # (nothing can fail from here on: the layers to scale were all found)
+        for (_, se), layer in zip(blocks, scaled):
+            se.fc2.weight.zero_()
+            if se.fc2.bias is not None:
+                se.fc2.bias.zero_()
+            layer.weight.mul_(2.0)
+            if layer.bias is not None:
+                layer.bias.mul_(2.0)
     model.se_report = report
     if verbose:
         print(report)
     return model
+
+
+def _compensated_layers(
+    model: nn.Module, blocks: list[tuple[str, SqueezeExcitation]], input_size: Sequence[int] | None
+) -> list[nn.Module]:
+    """For init="identity": the layer before each new SE block whose weight and bias double (`add_se`), found
+    by one eval forward of a zero input that records which module produced each tensor; ConfigError for a
+    block whose input is not a BN's or convolution's output through positively homogeneous layers only, or
+    whose gate is not 1/2 at 0."""
+    for name, se in blocks:
+        if not isinstance(se.gate, _HALF_AT_ZERO):
+            raise ConfigError(
+                f"init='identity' starts each gate at gate(0) = 1/2, which {type(se.gate).__name__} is not "
+                f"({name}); use gate='sigmoid' or 'hard_sigmoid', or init='default'"
+            )
+    inside_se = {m for _, se in blocks for m in se.modules()}
+    # Each call's module and its input and output, each as the tensor object and a copy of its values then:
+    # an in-place operation that is no module (`out += shortcut`) keeps the object but changes the values.
+    calls: list[tuple[str, nn.Module, tuple[object, torch.Tensor | None], tuple[object, torch.Tensor | None]]] = []
+    se_inputs: dict[str, tuple[tuple[object, torch.Tensor | None], int]] = {}
+
+    def seen(value: object) -> tuple[object, torch.Tensor | None]:
+        return value, value.detach().clone() if isinstance(value, torch.Tensor) else None
+
+    entered: dict[nn.Module, tuple[object, torch.Tensor | None]] = {}  # each input as it was before the call
+    handles = []
+    for module_name, module in model.named_modules():
+        if module in inside_se or any(True for _ in module.children()):
+            continue
+        def before(m: nn.Module, inputs: tuple) -> None:  # (an in-place ReLU changes its input)
+            entered[m] = seen(inputs[0] if inputs else None)
+        def record(m: nn.Module, inputs: tuple, output: object, module_name: str = module_name) -> None:
+            calls.append((module_name, m, entered.pop(m), seen(output)))
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(record))
+    for name, se in blocks:
+        def enter(m: nn.Module, inputs: tuple, name: str = name) -> None:
+            se_inputs.setdefault(name, (seen(inputs[0]), len(calls)))
+        handles.append(se.squeeze.register_forward_pre_hook(enter))
+    size = tuple(input_size or getattr(model, "default_input_size", (3, 224, 224)))
+    param = next(model.parameters(), None)
+    flags = [(m, m.training) for m in model.modules()]
+    generator = torch.Generator().manual_seed(0)  # (random values: a zero input makes unrelated maps equal)
+    x = torch.randn((1,) + size, generator=generator)
+    model.eval()
+    try:
+        with torch.no_grad(), se_impl(model, "naive"):
+            model(x.to(device=param.device if param is not None else None,
+                       dtype=param.dtype if param is not None and param.is_floating_point() else None))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in flags:
+            module.training = training
+    layers: list[nn.Module] = []
+    for name, se in blocks:
+        if name not in se_inputs:
+            raise ConfigError(f"init='identity': {name} did not run in a forward pass of {type(model).__name__}")
+        (tensor, value), before = se_inputs[name]
+        chain: list[str] = []
+        while True:
+            producer = next((c for c in reversed(calls[:before])
+                             if c[3][0] is tensor and value is not None and torch.equal(c[3][1], value)), None)
+            if producer is None:
+                raise ConfigError(
+                    f"init='identity' cannot make {name} start as the identity: its input is "
+                    f"{' <- '.join(chain + ['a sum or another function'])}, no layer it can rescale; use init='default'"
+                    + (" or position='standard'" if "." in name else "")
+                )
+            module_name, module, (tensor, value), _ = producer
+            chain.append(f"{module_name} ({type(module).__name__})")
+            if isinstance(module, _SCALABLE) and getattr(module, "weight", None) is not None:
+                break
+            if not isinstance(module, _POSITIVELY_HOMOGENEOUS):
+                raise ConfigError(
+                    f"init='identity' cannot make {name} start as the identity: its input is the output of "
+                    f"{chain[-1]}, which does not commute with scaling (it can pass ReLUs and pools to a BN or "
+                    f"convolution); use init='default'"
+                )
+            before = calls.index(producer)
+        if module in layers:
+            raise ConfigError(f"init='identity': {chain[-1]} feeds two SE blocks; use init='default'")
+        layers.append(module)
+    return layers
 
 
 def _snapshot(model: nn.Module) -> Callable[[], None]:
@@ -230,12 +343,9 @@ def _plain_attributes(module: nn.Module) -> dict[str, object]:
 
 
 def _family_defaults(model: nn.Module) -> SEConfig:
-    """The SE options of the model's SE twin (senet models), else the paper's."""
-    if isinstance(model, CifarResNet):
-        return CIFAR_SE_DEFAULTS
-    if isinstance(model, MobileNetV3):
-        return MOBILENET_V3_SE
-    return SEConfig()
+    """The SE options of the model's SE twin (as a senet family declares them), else the paper's."""
+    info = getattr(model, "stage_info", None)
+    return info.se_defaults if isinstance(info, StageInfo) else SEConfig()
 
 
 def _find_sites(model: nn.Module) -> list[_Site]:
@@ -450,18 +560,13 @@ def _in_stages(
 
 
 def _stage_numbers(model: nn.Module, sites: list[_Site], input_size: Sequence[int] | None) -> dict[str, int]:
-    """The stage of each site: a senet model's numbering (its `se_stages`), else from the output stride:
-    s at 1/2^s of the input side in a network of units, s at 1/2^(s-1) for SE after plain conv blocks."""
+    """The stage of each site: a senet model's numbering as its family declares it (`stage_info`, what its
+    `se_stages` count), else from the output stride: s at 1/2^s of the input side in a network of units,
+    s at 1/2^(s-1) for SE after plain conv blocks."""
+    info = getattr(model, "stage_info", None)
     numbers: dict[str, int] = {}
     for site in sites:
-        top = site.name.split(".")[0]
-        if isinstance(model, InceptionResNetV2):
-            stage = {"repeat": 5, "repeat_1": 6, "repeat_2": 7}.get(top)
-        elif type(model).__module__.startswith("senet.models.") and not isinstance(model, MobileNetV3):
-            found = re.fullmatch(r"(layer|conv|stage|inception|mixed)(\d+)", top)
-            stage = None if found is None else int(found[2]) + (found[1] == "layer")
-        else:
-            stage = None
+        stage = info.stage_of(site.name) if isinstance(info, StageInfo) else None
         if stage is not None:
             numbers[site.name] = stage
     missing = [site for site in sites if site.name not in numbers]

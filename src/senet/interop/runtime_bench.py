@@ -1,5 +1,6 @@
-"""`senet bench --runtime onnxruntime,openvino`: a model and its plain twin exported to ONNX and timed in eager
-PyTorch and in each runtime, one step of each per round (the order reversed every other round)."""
+"""`senet bench --runtime onnxruntime,openvino`: a model (and its plain twin) exported to ONNX and timed in
+eager PyTorch and in each runtime on the same input, one step of each per round, the order reversed every
+other round (as `senet bench` does)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@
 - `ExportedClassifier`: a file as a classifier module that carries the file's own preprocessing and class
   names (its deploy config, `senet.interop.export.deploy_config`), so that `senet predict` and `senet eval`
   take an exported (or `senet quantize`d) file as they take a checkpoint.
+- (`senet bench --runtime ...` exports a model and times it in each runtime: `senet.interop.runtime_bench`.)
 - `optimized_operators`: the operators of onnxruntime's optimised graph (where the SE block's layout
   conversions, ReorderInput / ReorderOutput, show).
 """
@@ -23,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from senet.errors import ConfigError, check_choice
+from senet.options import RUNTIMES  # what runs an exported file (besides eager PyTorch, "torch")
+from senet.weights.record import CheckpointRecord
 
-RUNTIMES = ("onnxruntime", "openvino")  # what runs an exported file (besides eager PyTorch, "torch")
 EXTRAS = {"onnx": "export", "onnxscript": "export", "onnxruntime": "export", "openvino": "openvino"}
 
 
@@ -110,7 +112,7 @@ class ExportedClassifier(nn.Module):
     """An exported ONNX classifier run in onnxruntime or OpenVINO, as a module: logits of a float batch.
 
     `pretrained_cfg` holds the file's preprocessing and class names (its metadata; a file without them
-    gets ImageNet's mean/std and class indices), `meta` what `senet eval` needs of a checkpoint.
+    gets ImageNet's mean/std and class indices), `record` what `senet eval` needs of a checkpoint.
     A file exported with a static batch is run in batches of that size (the last one padded)."""
 
     def __init__(self, path: str | Path, runtime: str = "onnxruntime", *, threads: int | None = None) -> None:
@@ -142,18 +144,19 @@ class ExportedClassifier(nn.Module):
             "num_classes": self.num_classes,
             "file": str(self.path),
         }
-        self.meta = {
-            "model": self.pretrained_cfg["model"],
-            "kwargs": self.pretrained_cfg["kwargs"],
-            "classes": self.pretrained_cfg["label_names"],
-            "channels": channels,
-            "input_size": self.default_input_size[-1],
-            "eval_crop_fraction": self.pretrained_cfg["crop_pct"],
-            "mean": mean,
-            "std": std,
-        }
-        if config.get("data"):
-            self.meta["data"] = config["data"]
+        self.record = CheckpointRecord(
+            model=self.pretrained_cfg["model"],
+            kwargs=self.pretrained_cfg["kwargs"],
+            classes=tuple(self.pretrained_cfg["label_names"]) if self.pretrained_cfg["label_names"] else None,
+            channels=channels,
+            mean=tuple(mean),
+            std=tuple(std),
+            input_size=self.default_input_size[-1],
+            eval_crop_fraction=self.pretrained_cfg["crop_pct"],
+            interpolation=self.pretrained_cfg["interpolation"],
+            data=config.get("data"),
+            source="onnx",
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.default_input_size:
@@ -170,10 +173,10 @@ class ExportedClassifier(nn.Module):
         return torch.from_numpy(np.concatenate(outs))
 
 
-def open_exported(path: str | Path, *, runtime: str = "onnxruntime") -> tuple[ExportedClassifier, dict[str, Any], Path]:
-    """(classifier, senet metadata, file) of an exported ONNX file, as `senet eval` opens a checkpoint."""
+def open_exported(path: str | Path, *, runtime: str = "onnxruntime") -> tuple[ExportedClassifier, CheckpointRecord, Path]:
+    """(classifier, checkpoint record, file) of an exported ONNX file, as `load_for_evaluation` opens a checkpoint."""
     model = ExportedClassifier(path, runtime)
-    return model, model.meta, model.path
+    return model, model.record, model.path
 
 
 def is_exported(path: str | Path) -> bool:

@@ -38,8 +38,9 @@ from torch import Tensor
 from senet.errors import ConfigError, SenetError, did_you_mean
 from senet.layers import se_hidden_channels
 from senet.models.registry import create_model, is_se_model, list_models
+from senet.options import SOURCES
 
-SOURCES: tuple[str, ...] = ("timm-legacy", "timm", "torchvision", "senet.pytorch")
+_SAME_NETWORK = {"timm", "torchvision"}  # sources whose plain ResNet files are one network, two preprocessings
 
 # How each source's files look, for the error that lists what is known.
 SOURCE_KEYS = {
@@ -60,6 +61,11 @@ class AmbiguousCheckpointError(SenetError):
     """A state dict whose keys fit several sources that differ in what they compute or how they preprocess."""
 
 
+class AssumedSourceWarning(UserWarning):
+    """A state dict whose keys fit several sources with the same network: the one assumed (for its
+    preprocessing) and how to choose another."""
+
+
 class StateDictMismatchError(SenetError):
     """A state dict that does not fit the model it names (shapes, missing or extra tensors)."""
 
@@ -76,6 +82,7 @@ class Recognised:
     model_kwargs: dict[str, Any]
     state_dict: dict[str, Tensor] = field(repr=False)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    assumed: str = ""  # where the keys fit several sources alike: which was assumed, and why
 
     def describe(self) -> str:
         """`timm legacy_seresnet50 -> se_resnet50 (layout=paper), 322 tensors`."""
@@ -473,16 +480,21 @@ def recognise(
     source: str = "auto",
     model: str | None = None,
     config: Mapping[str, Any] | None = None,
+    prefer: str | None = None,
 ) -> Recognised:
     """Find where `state_dict` comes from and map it onto a registered senet model (module docstring).
 
     `source`: one of `SOURCES`, or "auto" to tell it from the keys (needed only where the keys fit several
     sources that differ). `model`: the senet model to map onto, instead of the one the shapes give.
+    Plain ResNets fit timm's and torchvision's keys alike and are the same network either way: `prefer`
+    (a hint from where the file was found), else torchvision, gives the preprocessing, and
+    `Recognised.assumed` says so.
     `config`: a hub `config.json` (its `architecture` picks timm or timm-legacy and is checked, its
     `pretrained_cfg` gives the preprocessing). Raises a one-line SenetError for an unknown source, an
     unrecognised architecture, an ambiguous one, or shapes that do not fit.
     """
     _check_source(source)
+    auto, assumed = source == "auto", ""
     keys = [k for k, v in state_dict.items() if isinstance(v, Tensor)]
     if not keys:
         raise UnrecognisedCheckpointError("the state dict holds no tensors; is this a checkpoint of weights?")
@@ -496,6 +508,13 @@ def recognise(
             claiming = [hub_source] if hub_source in claiming or not claiming else claiming
         if not claiming:
             raise _unrecognised(keys, "its keys fit no known source")
+        if set(claiming) == _SAME_NETWORK:  # plain ResNets: only the preprocessing differs
+            source = prefer if prefer in _SAME_NETWORK else "torchvision"
+            other = next(iter(_SAME_NETWORK - {source}))
+            why = "where the file was found" if prefer in _SAME_NETWORK else "the more common source of plain ResNet files"
+            assumed = (f"the keys fit timm's and torchvision's ResNets alike (the same network); assumed {source}'s "
+                       f"preprocessing ({why}); pass source={other!r} (--source {other}) if it came from {other}")
+            claiming = [source]
         if len(claiming) > 1:
             raise AmbiguousCheckpointError(
                 f"the keys fit {' and '.join(repr(c) for c in claiming)} checkpoints alike (the same network, "
@@ -545,4 +564,4 @@ def recognise(
         for key in ("mean", "std", "input_size", "crop_pct", "interpolation"):
             if key in cfg:
                 preprocessing[key] = tuple(cfg[key]) if isinstance(cfg[key], list) else cfg[key]
-    return Recognised(source, architecture, model, kwargs, fitted, preprocessing)
+    return Recognised(source, architecture, model, kwargs, fitted, preprocessing, assumed if auto else "")

@@ -1,14 +1,13 @@
 """Building blocks: the SE block family, gates, squeeze ops, the residual merge."""
 
 from senet.layers.activations import ACTIVATIONS, GATES, get_act, get_gate
-from senet.layers.merge import SE_IMPLS, merge, se_impl, set_se_impl
+from senet.layers.merge import merge, se_impl, se_path, set_se_impl
 from senet.layers.nd import BATCHNORM, CONV, MAXPOOL
+from senet.layers.se_unit import SE_POSITIONS, SEConfig, SEResidualUnit
 from senet.layers.squeeze_excite import (
-    SE_POSITIONS,
+    SE_IMPLS,
     SQUEEZES,
     GlobalPool,
-    SEConfig,
-    SEResidualUnit,
     ShapeError,
     SqueezeExcitation,
     make_divisible,
@@ -35,5 +34,6 @@ __all__ = [
     "merge",
     "se_hidden_channels",
     "se_impl",
+    "se_path",
     "set_se_impl",
 ]

@@ -28,9 +28,9 @@ from senet.layers import SEConfig, SEResidualUnit
 from senet.layers.drop import check_drop_path_rate, drop_path_rates
 from senet.models.base import BATCHNORM, CONV, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
-from senet.models.resnet import BasicBlock
+from senet.models.resnet import RESIDUAL_PLACEMENT, BasicBlock
 
 STAGES = (2, 3, 4)
 SHORTCUTS = ("A", "B")
@@ -90,10 +90,7 @@ class PreActBottleneck(SEResidualUnit):
         out = self.conv1(preact)
         out = self.se_mid(self.conv2(self.act2(self.bn2(out))))
         out = self.conv3(self.act3(self.bn3(out)))
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.se_sum(out, shortcut))
-        else:
-            return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
+        return self.se_merge(out, shortcut)
 
 
 class WideBasic(SEResidualUnit):
@@ -129,10 +126,7 @@ class WideBasic(SEResidualUnit):
         shortcut = x if self.downsample is None else self.downsample(preact)
         out = self.se_mid(self.conv1(preact))
         out = self.conv2(self.drop(self.act2(self.bn2(out))))
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.se_sum(out, shortcut))
-        else:
-            return self.se_merge(out, shortcut, shortcut_kept=self.downsample is None)
+        return self.se_merge(out, shortcut)
 
 
 class CifarResNet(ImageClassifier):
@@ -203,6 +197,8 @@ class CifarResNet(ImageClassifier):
             feature(module, width * block.expansion, 2**index)
             for index, (module, width) in enumerate(zip(("layer1", "layer2", "final" if preact else "layer3"), widths))
         )
+        self.stage_info = StageInfo({f"layer{i + 1}": stage for i, stage in enumerate(STAGES)}, STAGES, RESIDUAL_PLACEMENT,
+                                    CIFAR_SE_DEFAULTS)
         # drop_rate: a Wide ResNet's dropout between the convs of each wide block (its paper has none before
         # the classifier); every other CIFAR network's dropout before the classifier.
         self.init_head(in_channels, num_classes, 0.0 if block is WideBasic else drop_rate)

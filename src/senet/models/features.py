@@ -8,13 +8,15 @@ forward gives those stages' maps as a list, e.g. for se_resnet50 (N, 256, H/4, W
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
 
 from senet.errors import ConfigError
+from senet.layers import SEConfig
 from senet.models.base import ImageClassifier, check_image_batch
 
 torch.fx.wrap("check_image_batch")  # a leaf in this module's traces too
@@ -23,6 +25,47 @@ torch.fx.wrap("check_image_batch")  # a leaf in this module's traces too
 def feature(module: str, num_chs: int, reduction: int) -> dict[str, Any]:
     """One `feature_info` entry: the output of `module`, `num_chs` channels at 1/`reduction` of the input."""
     return {"num_chs": num_chs, "reduction": reduction, "module": module}
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """A family's stages and SE blocks as the paper numbers them, declared where the network is built (next
+    to `feature_info`) so that complexity, the ablations, `add_se` and `senet info` read them instead of
+    building the model again or running it.
+
+    modules: the module of each stage (or, where a stage is no module of its own, of each unit) and its
+    stage number, the number `se_stages` counts: ResNet's `layer1` .. `layer4` are conv2_x .. conv5_x,
+    2 .. 5 (Table 13). se_stages: the numbers `se_stages` accepts. se_placement: where the SE blocks
+    sit, in words. se_defaults: the SE options of the family's SE twin (the paper's unless it says other).
+    """
+
+    modules: Mapping[str, int]
+    se_stages: tuple[int, ...]
+    se_placement: str
+    se_defaults: SEConfig = field(default_factory=SEConfig)
+
+    def stage_of(self, path: str) -> int | None:
+        """The stage number of the module at `path` (or inside a stage module), None outside every stage."""
+        for name, number in self.modules.items():
+            if path == name or path.startswith(name + "."):
+                return number
+        return None
+
+    def top_level(self) -> dict[str, int]:
+        """{top-level module: stage number} of the stages that are modules of the network itself."""
+        return {name: number for name, number in self.modules.items() if "." not in name}
+
+
+def min_input_size(model: nn.Module) -> int:
+    """The smallest input side `model` is meant for: its own `min_input_size` where it declares one
+    (Inception: 75), and never below the stride of its last stage (`feature_info`), at which the last
+    feature map (what the global pool sees) is one pixel. Smaller inputs still run, since padding keeps
+    1x1 maps alive, but then the network sees almost nothing and training BatchNorm normalises noise."""
+    declared = int(getattr(model, "min_input_size", 1))
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, FeatureInfo) or not info.info:
+        return declared
+    return max(declared, max(int(entry["reduction"]) for entry in info.info))
 
 
 class FeatureInfo(Sequence[dict[str, Any]]):
@@ -128,8 +171,8 @@ class FeatureListNet(FeatureStage):
     """A model cut after its last wanted stage; forward gives the maps of `out_indices` as a list.
 
     The model's own modules run in order (the head is dropped), with the model's state-dict keys, so
-    its weights load into this network (`strict=False` for the head's). Input as the model's. It scripts
-    (`torch.jit.script`; the input check is then skipped, as in the models) and traces with torch.fx.
+    its weights load into this network (`strict=False` for the head's). Input as the model's. It traces
+    with torch.jit.trace (the input check then skipped, as in the models) and torch.fx, and exports.
     `return_layers` names the modules whose maps it returns, in the order of `out_indices`.
     """
 
@@ -157,13 +200,12 @@ class FeatureListNet(FeatureStage):
         self.train(model.training)
 
     def forward(self, x: Tensor) -> list[Tensor]:  # type: ignore[override]
-        if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+        if not torch.jit.is_tracing():
             x = self.check_batch(x)
         maps: list[Tensor] = []
         self.run(x, maps)
         return [maps[i] for i in self.order]
 
-    @torch.jit.unused
     def check_batch(self, x: Tensor) -> Tensor:
         return check_image_batch(x, *self.input_check)
 

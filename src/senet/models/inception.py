@@ -26,10 +26,11 @@ from senet.models.blocks import (
     build_model,
     check_se_placement,
 )
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
 
 PLACEMENT = "on every inception module's concatenated output"
+V3_STAGES = (5, 6, 7)  # Inception-v3's Mixed_5x .. 7x (modules mixed5 .. mixed7)
 
 # ---------------------------------------------------------------------------------------------------
 # BN-Inception (Ioffe & Szegedy 2015, Fig. 5), the layout of the Caffe release the SE authors built on.
@@ -127,6 +128,7 @@ class BNInception(ImageClassifier):
             feature("inception4.inception_4d", modules[1].out_channels, 16),
             feature("inception5", modules[2].out_channels, 32),
         ])
+        self.stage_info = StageInfo({f"inception{s}": s for s in BN_INCEPTION}, tuple(BN_INCEPTION), PLACEMENT)
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
@@ -252,7 +254,7 @@ class InceptionV3(ImageClassifier):
         se: SEConfig | None = None, name: str = "inception_v3",
     ) -> None:
         super().__init__()
-        check_se_placement(name, se, placement=PLACEMENT, stages=(5, 6, 7), stage_names="Mixed_5x, 6x, 7x")
+        check_se_placement(name, se, placement=PLACEMENT, stages=V3_STAGES, stage_names="Mixed_5x, 6x, 7x")
         self.in_chans = in_chans
         self.default_input_size = (in_chans, 299, 299)
         self.se_config = se
@@ -277,12 +279,13 @@ class InceptionV3(ImageClassifier):
             feature("stem.Conv2d_2b_3x3", 64, 2), feature("stem.Conv2d_4a_3x3", 192, 4), feature("mixed5", 288, 8),
             feature("mixed6", 768, 16), feature("mixed7", 2048, 32),
         ])
+        self.stage_info = StageInfo({f"mixed{s}": s for s in V3_STAGES}, V3_STAGES, PLACEMENT)
         self.init_head(2048, num_classes, drop_rate)
         init_weights_he(self)
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (and the auxiliary one, if present) for `num_classes`."""
-        super().reset_classifier(num_classes)
+        super().reset_classifier(num_classes, global_pool)
         if self.aux is not None:
             device = self.aux.conv0.conv.weight.device
             self.aux.fc = nn.Linear(768, num_classes, device=device) if num_classes > 0 else nn.Identity()

@@ -31,8 +31,12 @@ from senet.models.blocks import (
     build_model,
     check_se_placement,
 )
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
+
+PLACEMENT = "on each residual branch before the scaled addition"
+# The repeated units of the three grids, numbered as the module names count them: 35x35 (block35), 17x17, 8x8.
+STAGE_MODULES = {"repeat": 5, "repeat_1": 6, "repeat_2": 7}
 
 conv = partial(ConvBnAct, bn_eps=1e-3)  # the TF release's BatchNorm epsilon
 
@@ -58,14 +62,8 @@ class InceptionResNetUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         residual = self.up(self.mixed(x))
-        if torch.jit.is_scripting():  # the plain formula
-            se = self.se
-            if se is not None:
-                residual = se(residual)
-            return self.act(x + self.drop_path(residual * self.scale))
-        else:  # act(x + drop_path(scale * SE(residual))); x, the branches' input, is kept anyway
-            return merge(residual, x, se=self.se, act=self.act, scale=self.scale, drop_path=as_drop_path(self.drop_path),
-                         skip_kept=True)
+        # act(x + drop_path(scale * SE(residual)))
+        return merge(residual, x, se=self.se, act=self.act, scale=self.scale, drop_path=as_drop_path(self.drop_path))
 
 
 def block35(se: SEConfig | None, drop_path: float = 0.0) -> InceptionResNetUnit:
@@ -109,8 +107,8 @@ class InceptionResNetV2(ImageClassifier):
         se: SEConfig | None = None, name: str = "inception_resnet_v2", drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        check_se_placement(name, se, placement="on each residual branch before the scaled addition",
-                           stages=(5, 6, 7), stage_names="block35, block17, block8 grids")
+        check_se_placement(name, se, placement=PLACEMENT, stages=tuple(STAGE_MODULES.values()),
+                           stage_names="block35, block17, block8 grids")
         self.in_chans = in_chans
         self.default_input_size = (in_chans, 299, 299)
         self.se_config = se
@@ -150,6 +148,7 @@ class InceptionResNetV2(ImageClassifier):
             feature("stem.conv2d_2b", 64, 2), feature("stem.conv2d_4a", 192, 4), feature("repeat", 320, 8),
             feature("repeat_1", 1088, 16), feature("conv2d_7b", 1536, 32),
         ])
+        self.stage_info = StageInfo(STAGE_MODULES, tuple(STAGE_MODULES.values()), PLACEMENT)
         self.init_head(1536, num_classes, drop_rate)
         init_weights_he(self)
 

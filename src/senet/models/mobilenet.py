@@ -33,11 +33,13 @@ from senet.layers import SEConfig, merge
 from senet.layers.drop import as_drop_path, check_drop_path_rate, drop_path_rates, make_drop_path
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import declare_plain_twin, register_model
 
 STAGES = (1, 2, 3, 4, 5)
 STAGE_NAMES = "output stride 2^s: 1 = 112x112 .. 5 = 7x7 at 224"
+V1_PLACEMENT = "after each depthwise-separable layer's pointwise conv"
+V3_PLACEMENT = "after the depthwise conv of the blocks MobileNetV3 marks SE"
 
 # ---------------------------------------------------------------------------------------------------
 # MobileNet v1
@@ -66,7 +68,7 @@ class MobileNetV1(ImageClassifier):
         se: SEConfig | None = None, name: str = "mobilenet_v1",
     ) -> None:
         super().__init__()
-        check_se_placement(name, se, placement="after each depthwise-separable layer's pointwise conv",
+        check_se_placement(name, se, placement=V1_PLACEMENT,
                            stages=STAGES, stage_names=STAGE_NAMES)
         self.in_chans = in_chans
         self.se_config = se
@@ -85,6 +87,7 @@ class MobileNetV1(ImageClassifier):
         self.feature_info = FeatureInfo(
             feature(f"stage{stage}", int(widths[-1] * width_multiplier), 2**stage) for stage, widths in MOBILENET_V1.items()
         )
+        self.stage_info = StageInfo({f"stage{stage}": stage for stage in MOBILENET_V1}, STAGES, V1_PLACEMENT)
         self.init_head(in_channels, num_classes, drop_rate)
         init_weights_he(self)
 
@@ -184,10 +187,7 @@ class InvertedResidual(nn.Module):
             out = se(out)
         if not self.has_shortcut:
             return self.project(out)
-        if torch.jit.is_scripting():  # the plain formula
-            return self.drop_path(self.project(out)) + x
-        else:  # drop_path(bn(project(out))) + x
-            return merge(self.project.conv(out), x, norm=self.project.bn, drop_path=as_drop_path(self.drop_path))
+        return merge(self.project.conv(out), x, norm=self.project.bn, drop_path=as_drop_path(self.drop_path))
 
 
 class MobileNetV3(ImageClassifier):
@@ -197,13 +197,15 @@ class MobileNetV3(ImageClassifier):
     Input (N, in_chans, H, W), H, W >= 32.
     """
 
+    global_pool_types = ("avg", "max", "avgmax")  # the head's hidden layer takes one vector per channel
+
     def __init__(
         self, blocks: tuple[tuple[int, int, int, bool, str, int], ...], last_channels: int, head_channels: int, *,
         num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, se: SEConfig | None = None,
         name: str = "mobilenet_v3", bn_eps: float = 1e-5, bn_momentum: float = 0.1, drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        check_se_placement(name, se, placement="after the depthwise conv of the blocks MobileNetV3 marks SE",
+        check_se_placement(name, se, placement=V3_PLACEMENT,
                            stages=STAGES, stage_names=STAGE_NAMES)
         self.in_chans = in_chans
         self.se_config = se
@@ -216,10 +218,12 @@ class MobileNetV3(ImageClassifier):
         rates = drop_path_rates(check_drop_path_rate(drop_path_rate, name), len(blocks))
         # A stage ends before each stride-2 block (the stem, where the first block strides) and with conv_last.
         stages = [feature("stem", 16, 2)] if blocks[0][5] == 2 else []
+        block_stages: dict[str, int] = {}  # each block's stage: log2 of its output stride
         for index, ((kernel_size, expanded, out_channels, has_se, act, block_stride), rate) in enumerate(zip(blocks, rates)):
             if index > 0 and block_stride == 2:
                 stages.append(feature(f"blocks.{index - 1}", in_channels, stride))
             stride *= block_stride
+            block_stages[f"blocks.{index}"] = stride.bit_length() - 1
             block_se = se.for_stage(stride.bit_length() - 1, se_stages) if se is not None and has_se else None
             layers.append(
                 InvertedResidual(in_channels, kernel_size, expanded, out_channels, act, block_stride, block_se, bn, rate)
@@ -228,6 +232,7 @@ class MobileNetV3(ImageClassifier):
         self.blocks = Stage(*layers)
         self.conv_last = ConvBnAct(in_channels, last_channels, 1, act="hard_swish", **bn)
         self.feature_info = FeatureInfo(stages + [feature("conv_last", last_channels, stride)])
+        self.stage_info = StageInfo(block_stages, STAGES, V3_PLACEMENT, MOBILENET_V3_SE)
         # The head's hidden layer acts on the pooled vector (no BN), so it is a linear layer.
         self.head_hidden = nn.Sequential(nn.Linear(last_channels, head_channels), nn.Hardswish(inplace=True))
         self.init_head(head_channels, num_classes, drop_rate)

@@ -28,11 +28,13 @@ from senet.layers import SEConfig, SEResidualUnit
 from senet.layers.drop import check_drop_path_rate, drop_path_rates
 from senet.models.base import AVGPOOL, BATCHNORM, CONV, MAXPOOL, ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import build_model
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
 
-LAYOUTS = ("paper", "torchvision")
+from senet.options import LAYOUTS
 STAGES = (2, 3, 4, 5)
+# Where SE sits in every residual network of senet (ResNet, ResNeXt, SENet-154, the CIFAR ResNets).
+RESIDUAL_PLACEMENT = "on each residual unit's branch before the addition, or as se_position says (Fig. 5)"
 STEM_TYPES = ("7x7", "deep", "deep_tiered")
 
 
@@ -86,15 +88,8 @@ class BasicBlock(SEResidualUnit):
         out = self.se_pre(x)
         out = self.se_mid(self.act1(self.bn1(self.conv1(out))))
         if self.relu_before_se:  # act2(SE(act2(bn2(.))) + shortcut)
-            out = self.act2(self.bn2(self.conv2(out)))
-            if torch.jit.is_scripting():
-                return self.act2(self.se_sum(out, shortcut))
-            else:
-                return self.se_merge(out, shortcut, self.act2)
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.act2(self.se_sum(self.bn2(self.conv2(out)), shortcut)))
-        else:
-            return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
+            return self.se_merge(self.act2(self.bn2(self.conv2(out))), shortcut, self.act2)
+        return self.se_merge(self.conv2(out), shortcut, self.act2, norm=self.bn2)  # act2(SE(bn2(.)) + shortcut)
 
 
 class Bottleneck(SEResidualUnit):
@@ -145,10 +140,7 @@ class Bottleneck(SEResidualUnit):
         out = self.se_pre(x)
         out = self.act1(self.bn1(self.conv1(out)))
         out = self.se_mid(self.act2(self.bn2(self.conv2(out))))
-        if torch.jit.is_scripting():  # the plain formula (SEResidualUnit.se_sum)
-            return self.se_post(self.act3(self.se_sum(self.bn3(self.conv3(out)), shortcut)))
-        else:
-            return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
+        return self.se_merge(self.conv3(out), shortcut, self.act3, norm=self.bn3)  # act3(SE(bn3(.)) + shortcut)
 
 
 def make_stem(
@@ -279,6 +271,7 @@ class ResNet(ImageClassifier):
             self.add_module(f"layer{index + 1}", Stage(*units))
             stages.append(feature(f"layer{index + 1}", out_channels, 4 * 2**index))
         self.feature_info = FeatureInfo(stages)
+        self.stage_info = StageInfo({f"layer{i + 1}": stage for i, stage in enumerate(STAGES)}, STAGES, RESIDUAL_PLACEMENT)
         self.init_head(in_channels, num_classes, drop_rate)
 
         init_weights_he(self, zero_init_last)

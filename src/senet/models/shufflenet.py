@@ -29,10 +29,11 @@ from senet.layers import SEConfig, merge
 from senet.layers.drop import as_drop_path, check_drop_path_rate, drop_path_rates, make_drop_path
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
 
 STAGES = (2, 3, 4)
+PLACEMENT = "on each unit's residual branch before the merge"
 # Table 1: output channels per stage for each number of groups g (complexity 1x), and the units per stage.
 STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536)}
 STAGE_UNITS = (4, 8, 4)
@@ -73,13 +74,7 @@ class ShuffleUnit(nn.Module):
         out = self.conv2.conv(self.dwconv(out))
         se = self.se
         if self.stride == 1:
-            if torch.jit.is_scripting():  # the plain formula
-                out = self.conv2.bn(out)
-                if se is not None:
-                    out = se(out)
-                return self.act(self.drop_path(out) + x)
-            else:  # act(drop_path(SE(bn(out))) + x)
-                return merge(out, x, se=se, norm=self.conv2.bn, act=self.act, drop_path=as_drop_path(self.drop_path))
+            return merge(out, x, se=se, norm=self.conv2.bn, act=self.act, drop_path=as_drop_path(self.drop_path))
         out = self.conv2.bn(out)
         if se is not None:
             out = se(out)
@@ -94,7 +89,7 @@ class ShuffleNetV1(ImageClassifier):
         se: SEConfig | None = None, name: str = "shufflenet_v1", drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        check_se_placement(name, se, placement="on each unit's residual branch before the merge", stages=STAGES,
+        check_se_placement(name, se, placement=PLACEMENT, stages=STAGES,
                            stage_names="ShuffleNet Stage2 .. Stage4")
         self.in_chans = in_chans
         self.se_config = se
@@ -103,6 +98,7 @@ class ShuffleNetV1(ImageClassifier):
         self.feature_info = FeatureInfo([feature("stem.conv1", 24, 2)] + [
             feature(f"stage{stage}", channels, 2 ** (stage + 1)) for stage, channels in zip(STAGES, STAGE_CHANNELS[groups])
         ])  # Conv1, then Stage2 .. Stage4 at 1/8 .. 1/32
+        self.stage_info = StageInfo({f"stage{s}": s for s in STAGES}, STAGES, PLACEMENT)
         # Stochastic depth: rate * i / (n - 1) over all 16 units (the stride-2 ones have no identity to keep).
         rates = iter(drop_path_rates(check_drop_path_rate(drop_path_rate, name), sum(STAGE_UNITS)))
         for stage, out_channels, units in zip(STAGES, STAGE_CHANNELS[groups], STAGE_UNITS):

@@ -22,10 +22,11 @@ from torch import Tensor, nn
 from senet.layers import SEConfig
 from senet.models.base import ImageClassifier, Stage, init_weights_he
 from senet.models.blocks import ConvBnAct, build_model, check_se_placement
-from senet.models.features import FeatureInfo, feature
+from senet.models.features import FeatureInfo, StageInfo, feature
 from senet.models.registry import register_model
 
 STAGES = (1, 2, 3, 4, 5)
+PLACEMENT = "after every conv-BN-ReLU"
 # Configuration D: (channels of each 3x3 conv) per block conv1 .. conv5.
 VGG16 = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -35,6 +36,8 @@ class VGG(ImageClassifier):
 
     Input (N, in_chans, H, W) with H, W >= 32; `forward_features` gives (N, 512, H/32, W/32).
     """
+
+    global_pool_types = ("avg",)  # the head pools to the 7x7 map fc6 was trained on
 
     def __init__(
         self,
@@ -47,12 +50,13 @@ class VGG(ImageClassifier):
         name: str = "vgg",
     ) -> None:
         super().__init__()
-        check_se_placement(name, se, placement="after every conv-BN-ReLU", stages=STAGES,
+        check_se_placement(name, se, placement=PLACEMENT, stages=STAGES,
                            stage_names="VGG blocks conv1 .. conv5")
         self.in_chans = in_chans
         self.se_config = se
         in_channels = in_chans
         self.feature_info = FeatureInfo(feature(f"conv{s}", w[-1], 2**s) for s, w in zip(STAGES, config))  # after the pools
+        self.stage_info = StageInfo({f"conv{s}": s for s in STAGES}, STAGES, PLACEMENT)
         for stage, widths in zip(STAGES, config):
             stage_se = None if se is None else se.for_stage(stage, STAGES)
             layers: OrderedDict[str, nn.Module] = OrderedDict()

@@ -2,7 +2,7 @@
 
 Forms read (`read_weights`):
 
-- senet's own run folders, checkpoint folders and .safetensors files (their header names the model);
+- senet's own run folders, checkpoint folders and .safetensors files (their header's record names the model);
 - hub folders: `config.json` beside `model.safetensors` or `pytorch_model.bin`;
 - `.safetensors` files written by other libraries;
 - `torch.save` files (`.pth`, `.pt`, `.bin`, `.pth.tar`, `.ckpt`, `.pkl`): a bare state dict, one with a DDP
@@ -24,7 +24,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from senet.weights.checkpoint import CheckpointError, load_weights, resolve_weights
+from senet.weights.record import CheckpointRecord
 from senet.errors import SenetError
 
 HUB_CONFIG = "config.json"
@@ -53,13 +54,14 @@ class WeightsFileError(CheckpointError):
 class WeightsFile:
     """What a weights file holds: its state dict and whatever describes it.
 
-    meta: senet's metadata (model name and keywords, classes, preprocessing) for files senet wrote, else {}.
+    record: senet's checkpoint record (model name and keywords, classes, preprocessing) for files senet
+    wrote, else None.
     config: a hub folder's config.json, else None. note: how the weights were found (for messages).
     """
 
     path: Path
     state_dict: dict[str, Tensor]
-    meta: dict[str, Any] = field(default_factory=dict)
+    record: CheckpointRecord | None = None
     config: dict[str, Any] | None = None
     note: str = ""
 
@@ -162,12 +164,12 @@ def read_weights(path: str | Path, *, ema: bool = False) -> WeightsFile:
     if path.is_dir():
         if (path / HUB_CONFIG).is_file():
             return _read_hub_folder(path, ema=ema)
-        state, meta, file = resolve_weights(path, ema=ema)
-        return WeightsFile(file, state, meta)
+        state, record, file = resolve_weights(path, ema=ema)
+        return WeightsFile(file, state, record)
     check_not_junk(path)
     if is_safetensors(path):
-        state, meta = load_weights(path)
-        return WeightsFile(path, state, meta)
+        state, record = load_weights(path)
+        return WeightsFile(path, state, record)
     if path.suffix == ".safetensors":
         raise WeightsFileError(f"{path} is not a readable safetensors file (its header is damaged); download or copy it again")
     state, note = unwrap_checkpoint(safe_torch_load(path), path, ema=ema)
