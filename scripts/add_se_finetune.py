@@ -20,7 +20,8 @@ import torch
 
 import senet
 from senet.cli import main
-from senet.engine.evaluate import evaluate_checkpoint
+from senet.engine.evaluate import evaluate_network
+from senet.interop.load import load_for_evaluation
 from senet.models import se_twin
 from senet.weights.checkpoint import load_weights, save_weights
 
@@ -36,14 +37,14 @@ def errors(folder: Path) -> list[float]:
 
 def error_at_insertion(plain: Path, init: str, work: Path) -> float:
     """The SE network as `--add-se INIT` builds it, before any step, on the digits' val split."""
-    _, meta = load_weights(plain / "model.safetensors")
+    _, record = load_weights(plain / "model.safetensors")
     model = senet.load_model(plain / "model.safetensors")
     torch.manual_seed(0)
-    senet.add_se(model, init=init, input_size=(meta["channels"], meta["input_size"], meta["input_size"]))
+    senet.add_se(model, init=init, input_size=(record.channels, record.input_size, record.input_size))
     path = work / f"inserted-{init}.safetensors"
     path.unlink(missing_ok=True)
-    save_weights(path, model.state_dict(), meta | {"model": se_twin(meta["model"])})
-    return evaluate_checkpoint(path, "digits", workers=0)["top1_err"]
+    save_weights(path, model.state_dict(), record.replace(model=se_twin(record.model)))
+    return evaluate_network(load_for_evaluation(path), "digits", workers=0)["top1_err"]
 
 
 def main_() -> None:
