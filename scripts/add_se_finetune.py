@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 import json
 import statistics
 from pathlib import Path
@@ -20,7 +23,6 @@ import torch
 
 import senet
 from senet.cli import main
-from senet.engine.evaluate import evaluate_checkpoint
 from senet.models import se_twin
 from senet.weights.checkpoint import load_weights, save_weights
 
@@ -36,14 +38,17 @@ def errors(folder: Path) -> list[float]:
 
 def error_at_insertion(plain: Path, init: str, work: Path) -> float:
     """The SE network as `--add-se INIT` builds it, before any step, on the digits' val split."""
-    _, meta = load_weights(plain / "model.safetensors")
+    _, record = load_weights(plain / "model.safetensors")
     model = senet.load_model(plain / "model.safetensors")
     torch.manual_seed(0)
-    senet.add_se(model, init=init, input_size=(meta["channels"], meta["input_size"], meta["input_size"]))
+    senet.add_se(model, init=init, input_size=(record.channels, record.input_size, record.input_size))
     path = work / f"inserted-{init}.safetensors"
     path.unlink(missing_ok=True)
-    save_weights(path, model.state_dict(), meta | {"model": se_twin(meta["model"])})
-    return evaluate_checkpoint(path, "digits", workers=0)["top1_err"]
+    save_weights(path, model.state_dict(), dataclasses.replace(record, model=se_twin(record.model)))
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        run(["eval", "--checkpoint", str(path), "--data", "digits", "--workers", "0", "--json"])
+    return json.loads(buffer.getvalue())["top1_err"]
 
 
 def main_() -> None:
