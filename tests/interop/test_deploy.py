@@ -147,8 +147,11 @@ def test_quantize_keeps_se_in_float(checkpoint: Path, images: Path, tmp_path: Pa
         assert int8_convs == len(convs) - (18 if se_float else 0)  # every conv but the SE blocks' fc1, fc2
         scales = [n for n in graph.graph.node if n.op_type == "Mul"]
         assert len(scales) == 9
-        gate_quantized = [any(producers.get(i) == "DequantizeLinear" for i in n.input) for n in scales]
-        assert not any(gate_quantized) if se_float else all(gate_quantized)
+        inputs = [[producers.get(i) for i in n.input] for n in scales]
+        if se_float:  # the gate (repeated by the Resize) multiplies the map in float
+            assert all("Resize" in ops and "QuantizeLinear" not in ops for ops in inputs)
+        else:
+            assert all(ops == ["DequantizeLinear", "DequantizeLinear"] for ops in inputs)
         config = read_config(path)
         assert config["class_names"] == CLASSES and config["quantization"]["se_in_float"] is se_float
     # the deployed artifact is checked with the same commands

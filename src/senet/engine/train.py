@@ -490,7 +490,8 @@ class Trainer:
         if self.ema is not None:
             if checkpoint.ema is None:
                 raise ConfigError(f"{checkpoint.path} has no EMA weights; resume without --ema-decay")
-            self.ema.load_state_dict(checkpoint.ema)
+            load_strict(self.ema.module, checkpoint.ema, f"the EMA weights in {checkpoint.path}",
+                        f"this run's {self.record.model}", "start a new run with another --output")
         state = checkpoint.trainer
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

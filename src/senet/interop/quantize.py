@@ -14,6 +14,7 @@ convolutions, which hold all but 0.3% of the work, are int8 either way.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,7 +107,10 @@ def quantize_model(
     """Quantize `model` (a network with `pretrained_cfg`, e.g. from `senet.load_model`) to an INT8 ONNX file."""
     require("onnx", "onnxscript", "onnxruntime")
     import onnx
+    import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    onnxruntime.set_default_logger_severity(3)  # the calibration sessions' notes about unused initializers
 
     output = Path(output).expanduser()
     if output.exists() and not force:
@@ -124,6 +128,9 @@ def quantize_model(
         props = read_config(fp32)
         reader = _Reader(graph.graph.input[0].name, batches)
         int8 = Path(folder) / "int8.onnx"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its advice to pre-process: the export already folded BN and constants
         try:
             quantize_static(
                 str(fp32), str(int8), reader,
@@ -134,6 +141,8 @@ def quantize_model(
             )
         except Exception as error:  # noqa: BLE001  (the quantizer raises many types)
             raise ConfigError(f"quantization failed: {str(error).splitlines()[0][:200]}") from None
+        finally:
+            root.setLevel(level)
         quantized = onnx.load(str(int8))
         props.pop("batch", None)
         props["quantization"] = {
