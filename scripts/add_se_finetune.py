@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 import json
 import statistics
 from pathlib import Path
@@ -20,8 +23,6 @@ import torch
 
 import senet
 from senet.cli import main
-from senet.engine.evaluate import evaluate_network
-from senet.interop.load import load_for_evaluation
 from senet.models import se_twin
 from senet.weights.checkpoint import load_weights, save_weights
 
@@ -43,8 +44,11 @@ def error_at_insertion(plain: Path, init: str, work: Path) -> float:
     senet.add_se(model, init=init, input_size=(record.channels, record.input_size, record.input_size))
     path = work / f"inserted-{init}.safetensors"
     path.unlink(missing_ok=True)
-    save_weights(path, model.state_dict(), record.replace(model=se_twin(record.model)))
-    return evaluate_network(load_for_evaluation(path), "digits", workers=0)["top1_err"]
+    save_weights(path, model.state_dict(), dataclasses.replace(record, model=se_twin(record.model)))
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        run(["eval", "--checkpoint", str(path), "--data", "digits", "--workers", "0", "--json"])
+    return json.loads(buffer.getvalue())["top1_err"]
 
 
 def main_() -> None:
