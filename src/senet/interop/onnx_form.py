@@ -172,9 +172,9 @@ def runtime_form(model: "onnx.ModelProto") -> FormReport:
     return report
 
 
-def se_nodes(model: "onnx.ModelProto") -> list[str]:
+def se_nodes(model: "onnx.ModelProto", *, scale: bool = True) -> list[str]:
     """The names of the nodes of every SE block in an exported graph: the squeeze, the excitation (FCs,
-    activation, gate) and the scale (the Mul, and its Resize in the runtime form).
+    activation, gate, and the gate's Resize in the runtime form) and, with `scale`, the scale (the Mul).
 
     Found by structure, whatever the exporter named them: a Mul(x, s) where s is computed from x alone
     through a global pooling of x (GlobalAveragePool, ReduceMean, ReduceSum/Div) and per-channel operators.
@@ -189,7 +189,7 @@ def se_nodes(model: "onnx.ModelProto") -> list[str]:
         for x, s in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
             block = _gate_nodes(s, x, producer, pools)
             if block:
-                names += [n.name for n in block] + [node.name]
+                names += [n.name for n in block] + ([node.name] if scale else [])
                 break
     return list(dict.fromkeys(names))
 

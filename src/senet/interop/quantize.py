@@ -124,7 +124,7 @@ def quantize_model(
         fp32 = Path(folder) / "fp32.onnx"
         export_model(model, fp32, config=config)
         graph = onnx.load(str(fp32))
-        excluded = se_nodes(graph)
+        excluded = se_nodes(graph, scale=False)
         props = read_config(fp32)
         reader = _Reader(graph.graph.input[0].name, batches)
         int8 = Path(folder) / "int8.onnx"
