@@ -138,18 +138,18 @@ def test_peer_torchvision_file_names() -> None:
 
 
 @pytest.mark.peer
-def test_peer_timm_loads_the_same_cache(home: Path) -> None:
+def test_peer_timm_loads_the_same_cache(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """timm itself, offline, reads the hub cache built here; its logits equal senet's from the same files."""
     timm = pytest.importorskip("timm")
+    constants = pytest.importorskip("huggingface_hub.constants")
     torch.manual_seed(0)
     state = timm.create_model("seresnext26d_32x4d").state_dict()
     hub_snapshot(home / ".cache/huggingface/hub", "timm/seresnext26d_32x4d.bt_in1k", state)
-    import os
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        theirs = timm.create_model("seresnext26d_32x4d", pretrained=True).eval()
-    finally:
-        del os.environ["HF_HUB_OFFLINE"]
+    # (huggingface_hub reads its cache folder and offline switch when first imported)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / ".cache/huggingface/hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    theirs = timm.create_model("seresnext26d_32x4d", pretrained=True).eval()
     ours = senet.create_model("seresnext26d_32x4d", pretrained=True)
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
