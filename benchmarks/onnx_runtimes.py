@@ -40,15 +40,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--min-step", type=float, default=0.2, help="seconds: a timed step repeats a fast model's run to last about this")
+    parser.add_argument("--eager", action="store_true", help="time senet's models in eager PyTorch too (runtime 'eager')")
     parser.add_argument("--cpu-time", action="store_true", help="time the process's CPU seconds rather than the wall "
                         "clock (with --threads 1: the work itself, whatever else the shared machine runs)")
     parser.add_argument("--json", help="write every time here")
     args = parser.parse_args()
-    runtimes = args.runtimes.split(",")
+    runtimes = args.runtimes.split(",") + (["eager"] if args.eager else [])
     torch.set_num_threads(args.threads)
     files: dict[str, Path] = {}
     ratios: list[tuple[str, str]] = []
     shapes: dict[str, tuple[int, ...]] = {}
+    models: dict[str, torch.nn.Module] = {}
     folder = Path(tempfile.mkdtemp(prefix="senet-onnx-runtimes-"))
     for pair in args.pair:
         se, plain = pair.split(":")
@@ -63,6 +65,7 @@ def main() -> None:
                 result = export_model(model, path, static_batch=True, batch=args.batch, plain_form=form == "plain form")
                 files[key] = path
                 shapes[key] = result.input_shape
+                models[key] = model
                 print(f"exported {key}: max abs difference {result.max_abs_diff:.3g}", flush=True)
         ratios += [(f"{se} (plain form)", plain), (f"{se} (runtime form)", plain)]
     for item in args.extra:
@@ -80,7 +83,12 @@ def main() -> None:
         shape = shapes.get(name) or (args.batch, 3, 224, 224)
         x = rng.standard_normal(shape, dtype=np.float32)
         for runtime in runtimes:
-            run = runtime_function(path, runtime, threads=args.threads)
+            if runtime == "eager":
+                if name not in models:
+                    continue
+                run = lambda x, model=models[name]: _eager(model, x)  # noqa: E731
+            else:
+                run = runtime_function(path, runtime, threads=args.threads)
             run(x)
             start = time.perf_counter()
             run(x)
@@ -105,12 +113,19 @@ def main() -> None:
     print("\n| ratio | runtime | median of per-round ratios (range) | ratio of min times |\n|---|---|---|---|")
     for num, den in ratios:
         for runtime in runtimes:
+            if f"{num} | {runtime}" not in times:
+                continue
             a, b = times[f"{num} | {runtime}"], times[f"{den} | {runtime}"]
             per_round = [x / y for x, y in zip(a, b)]
             print(f"| {num} / {den} | {runtime} | {statistics.median(per_round):.3f} ({min(per_round):.3f}-{max(per_round):.3f}) | "
                   f"{min(a) / min(b):.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"times_s": times, "files": {k: str(v) for k, v in files.items()}}, indent=1))
+
+
+def _eager(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(torch.from_numpy(x))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def test_quantize_keeps_se_in_float(checkpoint: Path, images: Path, tmp_path: Pa
     base = ["quantize", "--checkpoint", str(checkpoint), "--data", f"folder:{images}", "--calibration-images", "8"]
     assert main(base + ["--output", str(int8)]) == 0
     out = capsys.readouterr().out
-    assert "int8 QDQ" in out and "calibrated on 8 images" in out and "63 SE nodes kept in float" in out
+    assert "int8 QDQ" in out and "calibrated on 8 images" in out and "54 SE nodes (squeeze, excitation) kept in float" in out
     assert main(base + ["--output", str(int8_se), "--quantize-se"]) == 0
     assert "SE nodes quantized too" in capsys.readouterr().out
     assert main(base + ["--output", str(int8)]) == 2 and "already exists" in capsys.readouterr().err
@@ -147,8 +147,12 @@ def test_quantize_keeps_se_in_float(checkpoint: Path, images: Path, tmp_path: Pa
         assert int8_convs == len(convs) - (18 if se_float else 0)  # every conv but the SE blocks' fc1, fc2
         scales = [n for n in graph.graph.node if n.op_type == "Mul"]
         assert len(scales) == 9
-        gate_quantized = [any(producers.get(i) == "DequantizeLinear" for i in n.input) for n in scales]
-        assert not any(gate_quantized) if se_float else all(gate_quantized)
+        # the scale is int8 either way (its map is the unit's last convolution's int8 output)
+        assert all([producers.get(i) for i in n.input] == ["DequantizeLinear", "DequantizeLinear"] for n in scales)
+        gates = [n for n in graph.graph.node if n.op_type == "Sigmoid"]
+        assert len(gates) == 9
+        gate_inputs_quantized = [producers.get(n.input[0]) == "DequantizeLinear" for n in gates]
+        assert not any(gate_inputs_quantized) if se_float else all(gate_inputs_quantized)
         config = read_config(path)
         assert config["class_names"] == CLASSES and config["quantization"]["se_in_float"] is se_float
     # the deployed artifact is checked with the same commands
@@ -228,7 +232,7 @@ def test_digits_like_quantization_is_close(tmp_path: Path) -> None:
     from senet.interop.quantize import quantize_model
 
     result = quantize_model(model, f"folder:{images}", tmp_path / "q.onnx", calibration_images=16)
-    assert result.calibration_images == 16 and result.se_nodes == 63
+    assert result.calibration_images == 16 and result.se_nodes == 54
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32))
     with torch.no_grad():
         fp32 = model(x)

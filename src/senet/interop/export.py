@@ -298,8 +298,9 @@ def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bo
     notes = []
     if not plain_form:
         form = runtime_form(proto)
-        notes.append(f"SE in runtime form: {form.squeezes} squeezes as GlobalAveragePool, {form.scales} scales "
-                     "with the gate repeated over H x W (onnxruntime keeps them in its blocked layout)")
+        if form.scales:
+            notes.append(f"SE in runtime form: {form.squeezes} squeezes as GlobalAveragePool, {form.scales} scales "
+                         "with the gate repeated over H x W (onnxruntime keeps them in its blocked layout)")
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, metadata_props(config))
     large = params > ONNX_SIZE_LIMIT

@@ -81,6 +81,44 @@ def _static(shape: list[int | str | None] | None) -> bool:
     return shape is not None and all(isinstance(d, int) and d > 0 for d in shape[1:])
 
 
+def _only_user(value: str, op: str, consumers: dict[str, list["onnx.NodeProto"]]) -> "onnx.NodeProto | None":
+    users = consumers.get(value, [])
+    return users[0] if len(users) == 1 and users[0].op_type == op and users[0].input[0] == value else None
+
+
+def _squeeze_chain(node: "onnx.NodeProto", shape: list[int | str | None] | None, constants: dict[str, np.ndarray],
+                   consumers: dict[str, list["onnx.NodeProto"]]) -> list["onnx.NodeProto"] | None:
+    """The nodes that compute a spatial mean of a 4-D map kept as (N, C, 1, 1), starting at the reduction
+    `node`: ReduceMean, or ReduceSum then a Div by H * W; without keepdims, then an Unsqueeze of the two
+    axes. None if `node` starts no such chain."""
+    if not shape or len(shape) != 4:
+        return None
+    axes = _reduce_axes(node, constants, 4)
+    if axes is None or axes[0] != [2, 3]:
+        return None
+    chain = [node]
+    if node.op_type == "ReduceSum":  # a mean written as a sum / (H * W)
+        div = _only_user(node.output[0], "Div", consumers)
+        divisor = None if div is None else constants.get(div.input[1])
+        if div is None or divisor is None or divisor.size != 1 or not _static(shape):
+            return None
+        if float(divisor.reshape(-1)[0]) != float(shape[2] * shape[3]):  # type: ignore[operator]
+            return None
+        chain.append(div)
+    if not axes[1]:  # (N, C): only where an Unsqueeze restores (N, C, 1, 1)
+        unsqueeze = _only_user(chain[-1].output[0], "Unsqueeze", consumers)
+        if unsqueeze is None:
+            return None
+        attrs = {a.name: helper.get_attribute_value(a) for a in unsqueeze.attribute}
+        restored = attrs.get("axes")
+        if restored is None and len(unsqueeze.input) > 1:
+            restored = constants.get(unsqueeze.input[1])
+        if restored is None or sorted(int(a) % 4 for a in np.asarray(restored).reshape(-1)) != [2, 3]:
+            return None
+        chain.append(unsqueeze)
+    return chain
+
+
 def runtime_form(model: "onnx.ModelProto") -> FormReport:
     """Rewrite, in place, every SE squeeze into GlobalAveragePool and every SE scale Mul(x[N,C,H,W], s[N,C,1,1])
     into Mul(x, Resize(s, scales=(1, 1, H, W), nearest)); the values are the same (module docstring)."""
@@ -95,24 +133,11 @@ def runtime_form(model: "onnx.ModelProto") -> FormReport:
     dropped: list[onnx.NodeProto] = []
     for node in list(graph.node):
         if node.op_type in ("ReduceMean", "ReduceSum") and node.input:
-            shape = shapes.get(node.input[0])
-            if not shape or len(shape) != 4:
+            chain = _squeeze_chain(node, shapes.get(node.input[0]), constants, consumers)
+            if chain is None:
                 continue
-            axes = _reduce_axes(node, constants, 4)
-            if axes is None or axes != ([2, 3], True):
-                continue
-            if node.op_type == "ReduceSum":  # a mean written as a sum / (H * W): the Div goes too
-                users = consumers.get(node.output[0], [])
-                if not _static(shape) or len(users) != 1 or users[0].op_type != "Div":
-                    continue
-                div = users[0]
-                divisor = constants.get(div.input[1])
-                if div.input[0] != node.output[0] or divisor is None or divisor.size != 1:
-                    continue
-                if float(divisor.reshape(-1)[0]) != float(shape[2] * shape[3]):  # type: ignore[operator]
-                    continue
-                node.output[0] = div.output[0]
-                dropped.append(div)
+            node.output[0] = chain[-1].output[0]
+            dropped += chain[1:]
             node.op_type = "GlobalAveragePool"
             del node.input[1:]
             del node.attribute[:]
@@ -147,9 +172,9 @@ def runtime_form(model: "onnx.ModelProto") -> FormReport:
     return report
 
 
-def se_nodes(model: "onnx.ModelProto") -> list[str]:
+def se_nodes(model: "onnx.ModelProto", *, scale: bool = True) -> list[str]:
     """The names of the nodes of every SE block in an exported graph: the squeeze, the excitation (FCs,
-    activation, gate) and the scale (the Mul, and its Resize in the runtime form).
+    activation, gate, and the gate's Resize in the runtime form) and, with `scale`, the scale (the Mul).
 
     Found by structure, whatever the exporter named them: a Mul(x, s) where s is computed from x alone
     through a global pooling of x (GlobalAveragePool, ReduceMean, ReduceSum/Div) and per-channel operators.
@@ -164,7 +189,7 @@ def se_nodes(model: "onnx.ModelProto") -> list[str]:
         for x, s in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
             block = _gate_nodes(s, x, producer, pools)
             if block:
-                names += [n.name for n in block] + [node.name]
+                names += [n.name for n in block] + ([node.name] if scale else [])
                 break
     return list(dict.fromkeys(names))
 

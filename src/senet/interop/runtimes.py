@@ -184,7 +184,7 @@ def is_exported(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".onnx"
 
 
-def optimized_operators(path: str | Path, *, level: str = "all") -> collections.Counter[str]:
+def optimized_operators(path: str | Path) -> collections.Counter[str]:
     """How many of each operator onnxruntime's optimised graph of `path` holds (NCHWc convolutions with a
     fused activation as e.g. `Conv[Relu]`; the layout conversions as ReorderInput / ReorderOutput)."""
     require("onnx", "onnxruntime")

@@ -73,7 +73,7 @@ def _recording(x: Tensor) -> bool:
     plain operations, out of place."""
     return (
         torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or isinstance(x, torch.fx.Proxy)
-        or torch.compiler.is_compiling()
+        or torch.compiler.is_compiling() or torch.compiler.is_exporting()
     )
 
 

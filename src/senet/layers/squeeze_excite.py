@@ -108,7 +108,8 @@ class SqueezeExcitation(nn.Module):
         """The gates s of x, (N, C, 1, ...); (N, C, *spatial) for squeeze='none'."""
         if not (torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)):  # (they check the model's input)
             self.check_input(x)
-        if self.impl == "naive" or self.squeeze_mode == "none" or not isinstance(self.bn, nn.Identity):
+        if (self.impl == "naive" or self.squeeze_mode == "none" or not isinstance(self.bn, nn.Identity)
+                or torch.compiler.is_exporting()):  # (an export records the FCs as the 1x1 convolutions they are)
             return self.gate(self.fc2(self.act(self.bn(self.fc1(self.squeeze(x))))))  # every part a module call
         return self.excite(global_pool(x, self.squeeze_mode))[(...,) + (None,) * self.dims]
 
