@@ -31,8 +31,9 @@ test-slow: $(VENV)/.dev
 test-kernels: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -n $(JOBS) tests/test_fused_se.py -k "gradcheck or opcheck or spatial_sums or batch_norm_affine or folded"
 
+# A second `make demo` prints the first one's table; `make demo DEMO_ARGS=--overwrite` trains again.
 demo: $(VENV)/.demo
-	$(BIN)/senet demo
+	$(BIN)/senet demo $(DEMO_ARGS)
 
 readme: $(VENV)/.dev
 	$(BIN)/python scripts/update_readme.py

@@ -113,7 +113,26 @@ def test_demo_keeps_an_earlier_demo_unless_told(tmp_path, capsys):
         (tmp_path / name / "model.safetensors").write_bytes(b"weights of an earlier demo")
     before = snapshot(tmp_path)
     err = error_line(capsys, "demo", "--output", str(tmp_path))
-    assert "already holds an earlier demo" in err and "--overwrite" in err
+    assert "already holds an unfinished earlier demo" in err and "--overwrite" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_second_demo_prints_the_first_ones_table(tmp_path, capsys):
+    """`make demo` twice: the second run prints the finished demo's table, trains nothing, changes nothing."""
+    import json
+
+    for name in ("se_resnet20", "resnet20"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights of an earlier demo")
+    rows = [{"model": "se_resnet20", "top1_err": 1.5, "top5_err": 0.0, "params": 274_000, "macs": 10e6,
+             "train_seconds": 30.0, "images_per_s": 500.0}]
+    (tmp_path / "summary.json").write_text(json.dumps({"rows": rows, "wall_seconds": 31.0, "val_images": 364,
+                                                        "curves": "c.png", "excitation": "e.png"}))
+    before = snapshot(tmp_path)
+    assert main(["demo", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "holds the results of an earlier demo" in out and "DEMO_ARGS=--overwrite" in out
+    assert "se_resnet20      1.50%" in out
     assert snapshot(tmp_path) == before
 
 

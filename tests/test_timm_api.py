@@ -194,3 +194,15 @@ def test_peer_same_outputs_for_the_same_weights(name: str, pool: str) -> None:
         for a, b in zip(f_ours.eval()(x), f_theirs.eval()(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         assert f_ours.feature_info.channels() == f_theirs.feature_info.channels()
+
+
+def test_docs_timm_names_table_is_current() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "update_readme.py"
+    spec = importlib.util.spec_from_file_location("update_readme", script)
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    page = (script.parents[1] / "docs" / "models.md").read_text()
+    assert f"<!-- timm-names -->\n{update_readme.timm_names_table()}\n<!-- /timm-names -->" in page, "make readme"

@@ -146,7 +146,10 @@ def test_fp16_grad_scaler_and_channels_last_on_gpu(tmp_path):
 @pytest.mark.slow
 def test_compiled_training_matches_eager_closely(tmp_path):
     eager = train(tiny_config(), tmp_path / "eager", quiet=True).model.state_dict()
-    compiled = train(tiny_config(train__compile=True), tmp_path / "compiled", quiet=True).model.state_dict()
+    lines: list[str] = []
+    compiled = train(tiny_config(train__compile=True), tmp_path / "compiled", log=lines.append).model.state_dict()
+    assert any(line.startswith("torch.compile: the first training step compiles") for line in lines)
+    assert sum(line.startswith("torch.compile: the first step took") for line in lines) == 1
     for key in eager:
         if eager[key].is_floating_point():
             assert torch.allclose(eager[key], compiled[key], atol=1e-3, rtol=1e-3), key

@@ -83,21 +83,25 @@ def test_a_wrong_operator_or_a_dropped_layer_is_caught(tmp_path: Path, suffix: s
 
 def test_a_fresh_deep_network_rounded_otherwise_passes_and_a_wrong_one_does_not() -> None:
     """SE-ResNet-164, fresh: float32 rounding moves its outputs (~150) by ~3, so the former fixed bound (1e-3 of the
-    largest output) called the same network computed with another sigmoid formula wrong. The measured bound
-    passes it, and still catches a hard-sigmoid gate or a dropped unit in the very same chaotic network."""
-    torch.manual_seed(0)
-    model = create_model("se_resnet164").eval()
-    inputs = _check_inputs(example_input(model, 2, None), dynamic=True)
+    largest output) called the same network computed with another sigmoid formula wrong; the measured bound passes
+    it. In a fresh SE-ResNet-110 (rounding ~0.2% of its outputs) a hard-sigmoid gate or a dropped unit lands ~20x
+    beyond the bound. (In SE-ResNet-164, whose rounding is ~2% of its outputs, they land ~2x beyond it: in so
+    chaotic a network only a change of tens of percent can be told from rounding.)"""
     with torch.no_grad():
-        rounded_otherwise = with_gates(model, TanhSigmoid)
-        found = _check_close(model, rounded_otherwise, inputs, "the same network")
-        largest = max(float(model(x).abs().max()) for x in inputs)
-        assert found.max_abs_diff > 1e-4 + 1e-3 * largest  # what the former check refused
-        dropped = copy.deepcopy(model)
-        dropped.layer1[1] = nn.Identity()
-        for wrong in (with_gates(model, nn.Hardsigmoid), dropped):
-            with pytest.raises(ExportError, match="computes something else"):
-                _check_close(model, wrong, inputs, "a wrong network")
+        for name in ("se_resnet164", "se_resnet110"):
+            torch.manual_seed(0)
+            model = create_model(name).eval()
+            inputs = _check_inputs(example_input(model, 2, None), dynamic=True)
+            if name == "se_resnet164":
+                found = _check_close(model, with_gates(model, TanhSigmoid), inputs, "the same network")
+                largest = max(float(model(x).abs().max()) for x in inputs)
+                assert found.max_abs_diff > 1e-4 + 1e-3 * largest  # what the former check refused
+                continue
+            dropped = copy.deepcopy(model)
+            dropped.layer1[1] = nn.Identity()
+            for wrong in (with_gates(model, nn.Hardsigmoid), dropped):
+                with pytest.raises(ExportError, match="computes something else"):
+                    _check_close(model, wrong, inputs, "a wrong network")
 
 
 def test_export_of_fresh_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,6 @@ import yaml
 from training_fixtures import TINY_DATA, subprocess_env
 
 from senet.cli import main
-from senet.engine.evaluate import evaluate_checkpoint
 from senet.weights.lock import LOCK_FILE, FolderInUse, FolderLock, command_line
 
 TRAIN = ["--model", "se_resnet20", "--data", TINY_DATA, "--input-size", "8", "-b", "16", "--workers", "0",
@@ -47,7 +46,7 @@ time.sleep(600)
 """
 
 
-def test_processes_started_together_one_trains(tmp_path: Path) -> None:
+def test_processes_started_together_one_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output, go = tmp_path / "run", tmp_path / "go"
     seeds = (1, 2, 3)
     ready = [tmp_path / f"ready-{seed}" for seed in seeds]
@@ -76,7 +75,9 @@ def test_processes_started_together_one_trains(tmp_path: Path) -> None:
     # The weights in the folder are the winner's: its config, and `senet eval` gives the loss it reported.
     assert yaml.safe_load((output / "config.yaml").read_text())["train"]["seed"] == seed
     reported = json.loads(out.strip().splitlines()[-1])
-    assert evaluate_checkpoint(output, workers=0, device="cpu")["loss"] == round(reported["val_loss"], 4)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(output), "--workers", "0", "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == round(reported["val_loss"], 4)
     assert not (output / LOCK_FILE).exists()
 
 

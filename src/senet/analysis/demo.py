@@ -56,17 +56,25 @@ def run_demo(
     """Train both networks, print the comparison table, write curves.png and the SE network's excitation
     study (`senet analyze excitation` over every validation image: excitation.json, .png, _spread.png) to `output`.
 
-    An earlier demo's runs in `output` are kept (ConfigError) unless `overwrite`, as `senet train` does.
+    An earlier demo's runs in `output` are kept unless `overwrite`, as `senet train` does: a finished one's
+    table is printed again (and returned), an unfinished one is a ConfigError.
     """
 
     output = Path(output)
     with FolderLock(output, fix="wait for it to finish, or give another --output"):
         earlier = [output / name for name in MODELS if (output / name).exists()]
+        again = "senet demo --overwrite (make demo DEMO_ARGS=--overwrite) to train again, or --output another folder"
         if earlier and not overwrite:
-            raise ConfigError(
-                f"{output} already holds an earlier demo ({', '.join(str(p) for p in earlier)}); replace it with "
-                "--overwrite or choose another --output"
-            )
+            try:
+                summary = json.loads((output / "summary.json").read_text())
+                rows = summary["rows"]
+            except (OSError, ValueError, KeyError):
+                raise ConfigError(f"{output} already holds an unfinished earlier demo "
+                                  f"({', '.join(str(p) for p in earlier)}); {again}") from None
+            log(f"senet demo: {output} holds the results of an earlier demo (figures: {summary.get('curves')}, "
+                f"{summary.get('excitation')}); {again}")
+            _log_table(rows, summary.get("val_images"), summary.get("wall_seconds", 0.0), log)
+            return summary
         digits = open_data("digits")  # fails early, with the install hint, when scikit-learn is missing
         cores = os.cpu_count() or 1
         jobs = jobs or (2 if cores >= 2 else 1)
@@ -120,14 +128,7 @@ def run_demo(
                     "images_per_s": runs[name].images_per_s,
                 }
             )
-        log("")
-        log(f"{'model':12s} {'top-1 err':>9s} {'top-5 err':>9s} {'params':>8s} {'MMACs':>7s} {'train time':>10s} {'images/s':>9s}")
-        for row in rows:
-            log(
-                f"{row['model']:12s} {row['top1_err']:8.2f}% {row['top5_err']:8.2f}% {row['params'] / 1e6:7.3f}M "
-                f"{row['macs'] / 1e6:7.2f} {row['train_seconds']:9.1f}s {row['images_per_s']:9.0f}"
-            )
-        log(f"(validation: {len(digits.val)} images, one image is {100 / len(digits.val):.2f}%; wall time {wall:.0f} s)")
+        _log_table(rows, len(digits.val), wall, log)
 
         # Figures: curves of both runs; per-class excitation of the SE network on the validation images.
         curves = plot_training_curves({name: runs[name].history for name in MODELS}, output / "curves.png")
@@ -139,10 +140,24 @@ def run_demo(
         log(f"figures: {curves} (training curves), {excitation_png} and {excitation.figures[1]} (excitation per SE block, "
             f"Figs. 6-7; the numbers: {excitation.json_path})")
         log(f"runs: {output / MODELS[0]}, {output / MODELS[1]} (config.yaml, metrics.jsonl, model.safetensors)")
-        summary = {"rows": rows, "wall_seconds": wall, "curves": str(curves), "excitation": str(excitation_png)}
+        summary = {"rows": rows, "wall_seconds": wall, "curves": str(curves), "excitation": str(excitation_png),
+                   "val_images": len(digits.val)}
         text = json.dumps(summary, indent=1)
         atomic_write(output / "summary.json", lambda temp: temp.write_text(text))
         return summary
+
+
+def _log_table(rows: list[dict[str, Any]], val_images: int | None, wall: float, log: Callable[[str], None]) -> None:
+    """The comparison table: final validation errors, size, cost, speed."""
+    log("")
+    log(f"{'model':12s} {'top-1 err':>9s} {'top-5 err':>9s} {'params':>8s} {'MMACs':>7s} {'train time':>10s} {'images/s':>9s}")
+    for row in rows:
+        log(
+            f"{row['model']:12s} {row['top1_err']:8.2f}% {row['top5_err']:8.2f}% {row['params'] / 1e6:7.3f}M "
+            f"{row['macs'] / 1e6:7.2f} {row['train_seconds']:9.1f}s {row['images_per_s']:9.0f}"
+        )
+    if val_images:
+        log(f"(validation: {val_images} images, one image is {100 / val_images:.2f}%; wall time {wall:.0f} s)")
 
 
 def _report_epochs(name: str, rows: list[dict[str, Any]], done: int, total: int, log: Callable[[str], None]) -> int:

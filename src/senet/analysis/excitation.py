@@ -273,15 +273,18 @@ def stats_as_json(stats: ExcitationStats, paths: Mapping[str, str], channels: in
 def plot_excitations(stats: ExcitationStats, path: str | Path, *, title: str = "", channels: int = PAPER_CHANNELS) -> Path:
     """The paper's Fig. 6: one panel per SE block, the mean excitation of each class (thin lines) and of all
     images (black) over `channels` channels sampled evenly from the block's."""
-    figure, axes = block_axes(len(stats.blocks), title)
+    figure, axes = block_axes(len(stats.blocks), title, sharey=True)
     colours = [f"C{i % 10}" for i in range(len(stats.classes))]
     for axis, block in zip(axes, stats.blocks):
         sampled = sample_channels(stats.per_class[block].shape[1], channels)
         values = stats.per_class[block][:, sampled]
+        # "all" underneath, wide and grey: the class lines stay visible where they agree with it.
+        axis.plot(sampled, stats.mean(block)[sampled].numpy(), color="0.2", linewidth=2.4, alpha=0.45, zorder=1,
+                  label="all")
         for index, name in enumerate(stats.classes):
             if stats.counts[index] > 0:
-                axis.plot(sampled, values[index].numpy(), color=colours[index], linewidth=0.8, alpha=0.8, label=name)
-        axis.plot(sampled, stats.mean(block)[sampled].numpy(), color="black", linewidth=1.6, label="all")
+                axis.plot(sampled, values[index].numpy(), color=colours[index], linewidth=0.8, alpha=0.9, zorder=2,
+                          label=name)
         axis.set_title(f"{block}  (class spread {stats.class_spread(block):.3f})", fontsize=9)
         axis.set_xlabel("channel index", fontsize=8)
         axis.tick_params(labelsize=7)
@@ -293,7 +296,7 @@ def plot_excitation_spread(
 ) -> Path:
     """The paper's Fig. 7: one panel per SE block, for each of `classes` (indices) the mean excitation over
     its images with a band of ± one standard deviation, over `channels` sampled channels."""
-    figure, axes = block_axes(len(stats.blocks), title)
+    figure, axes = block_axes(len(stats.blocks), title, sharey=True)
     for axis, block in zip(axes, stats.blocks):
         sampled = sample_channels(stats.per_class[block].shape[1], channels)
         for colour, index in enumerate(classes):

@@ -47,25 +47,32 @@ def plot_training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: 
     return path
 
 
-def block_axes(count: int, title: str) -> tuple[Any, Any]:
-    """A figure with one panel per block (three to a row), the surplus panels hidden."""
-    columns = min(3, count)
+def block_axes(count: int, title: str, *, sharey: bool = False) -> tuple[Any, Any]:
+    """A figure with one panel per block (three to a row, four from ten blocks on), the surplus panels hidden;
+    `sharey`: one y-scale for all panels, so that blocks compare at a glance."""
+    columns = min(3 if count < 10 else 4, count)
     rows = math.ceil(count / columns)
     figure = _figure(4.2 * columns, 2.9 * rows)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=sharey).ravel()
     for axis in axes[count:]:
         axis.set_visible(False)
     if title:
-        figure.suptitle(title, fontsize=10)
+        figure.suptitle(title, fontsize=11)
+    figure.senet_columns, figure.senet_title = columns, bool(title)
     return figure, axes
 
 
 def finish_block_figure(figure: Any, axes: Any, path: str | Path, ylabel: str) -> Path:
-    """Label, legend and save a `block_axes` figure to `path`."""
-    axes[0].set_ylabel(ylabel, fontsize=8)
+    """Label (the first panel of each row), legend (below the panels) and save a `block_axes` figure to `path`;
+    the title keeps its own band above the panels."""
+    for axis in axes[:: getattr(figure, "senet_columns", 1)]:
+        axis.set_ylabel(ylabel, fontsize=8)
+        axis.tick_params(labelleft=True)
     handles, labels = axes[0].get_legend_handles_labels()
+    height = figure.get_size_inches()[1]
     figure.legend(handles, labels, loc="lower center", ncol=min(11, len(labels)), fontsize=7, frameon=False)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    top = 1 - 0.45 / height if getattr(figure, "senet_title", False) else 1
+    figure.tight_layout(rect=(0, 0.35 / height, 1, top))
     path = Path(path)
     save_figure(figure, path)
     return path

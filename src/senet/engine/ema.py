@@ -28,6 +28,3 @@ class ModelEma:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state)

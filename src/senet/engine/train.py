@@ -389,8 +389,11 @@ class Trainer:
             self.log("note: --sync-bn has no effect in a single process")
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.train_model: nn.Module = self.model
+        self.compiling = bool(cfg.train.compile)  # until the first step has run (and compiled)
         if cfg.train.compile:
             self.train_model = torch.compile(self.train_model)
+            self.log("torch.compile: the first training step compiles the network (a minute or more on a CPU; "
+                     "the steps after it are fast)")
         if env.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -487,7 +490,8 @@ class Trainer:
         if self.ema is not None:
             if checkpoint.ema is None:
                 raise ConfigError(f"{checkpoint.path} has no EMA weights; resume without --ema-decay")
-            self.ema.load_state_dict(checkpoint.ema)
+            load_strict(self.ema.module, checkpoint.ema, f"the EMA weights in {checkpoint.path}",
+                        f"this run's {self.record.model}", "start a new run with another --output")
         state = checkpoint.trainer
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -703,6 +707,9 @@ class Trainer:
                     self.ema.update(self.model)
                 self.global_step += 1
                 self.step_in_epoch += 1
+                if self.compiling:
+                    self.compiling = False
+                    self.log(f"torch.compile: the first step took {time.perf_counter() - start:.1f} s (compiling)")
                 running = self.running
                 self.pending.append((step_loss, correct))
                 running["steps"] += 1

@@ -259,10 +259,8 @@ def fuses(x: Tensor, se: nn.Module | None, norm: nn.Module | None, act: Callable
     "fused" with the average squeeze and no BN of its own, after a plain BatchNorm, followed by a ReLU."""
     return (
         isinstance(se, SqueezeExcitation) and se.impl == "fused" and se.squeeze_mode == "avg"
-        and not _recording(x)  # (before any size: an export's symbolic batch must not be compared)
-        and x.numel() >= FUSE_MIN_ELEMENTS
         and isinstance(se.bn, nn.Identity) and foldable(norm) and type(act) is nn.ReLU
-        and fused_device(x.device)
+        and not _recording(x) and fused_device(x.device) and x.numel() >= FUSE_MIN_ELEMENTS
     )
 
 

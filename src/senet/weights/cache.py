@@ -129,7 +129,10 @@ def wanted(model_name: str) -> list[Wanted]:
             out += _timm_wanted(alias)
     out += [Wanted("timm-legacy", file=f) for f in PRETRAINEDMODELS_FILES.get(base, ())]
     out += [Wanted("torchvision", file=f) for f in TORCHVISION_FILES.get(base, ())]
-    return out
+    unique: dict[tuple[str, str], Wanted] = {}  # (timm kept pretrainedmodels' files under the same names)
+    for want in out:
+        unique.setdefault((want.repo, want.file), want)
+    return list(unique.values())
 
 
 def is_model_name(text: str) -> bool:
