@@ -64,7 +64,9 @@ def test_train_bench_measures_both_models_and_memory():
     assert row["environment"]["threads"] == 1
 
 
-def test_fused_against_naive_on_one_network():
+def test_fused_against_naive_on_one_network(monkeypatch):
+    # (the fused merge from FUSE_MIN_ELEMENTS on; these tensors are smaller)
+    monkeypatch.setattr(importlib.import_module("senet.layers.merge"), "FUSE_MIN_ELEMENTS", 0)
     result = run_bench(BenchConfig(baseline="se_resnet20", mode="train", se_impl="fused", baseline_se_impl="naive", **TINY))
     assert (result.model.se_impl, result.baseline.se_impl) == ("fused", "naive")
     # The naive SE keeps each unit's unscaled residual for its backward pass; the fused one does not.

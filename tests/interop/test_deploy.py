@@ -137,7 +137,7 @@ def test_quantize_keeps_se_in_float(checkpoint: Path, images: Path, tmp_path: Pa
     out = capsys.readouterr().out
     assert "int8 QDQ" in out and "calibrated on 8 images" in out and "54 SE nodes (squeeze, excitation) kept in float" in out
     assert main(base + ["--output", str(int8_se), "--quantize-se"]) == 0
-    assert "SE nodes quantized too" in capsys.readouterr().out
+    assert "54 SE nodes (squeeze, excitation) quantized too" in capsys.readouterr().out
     assert main(base + ["--output", str(int8)]) == 2 and "already exists" in capsys.readouterr().err
     for path, se_float in ((int8, True), (int8_se, False)):
         graph = onnx.load(str(path))
