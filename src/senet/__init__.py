@@ -7,6 +7,8 @@ in what they need when asked for. So the `senet` command starts without importin
 
 from __future__ import annotations
 
+import importlib
+
 from senet.lazy import lazy_exports
 
 __version__ = "0.1.0"
@@ -33,4 +35,11 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS, key=lambda name: (name[0].islower(), name))
-__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+_export, __dir__ = lazy_exports(globals(), _EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    """The exports above, and the subpackage `senet.data` as timm's `timm.data` (resolve_data_config, create_transform)."""
+    if name == "data":
+        return importlib.import_module("senet.data")
+    return _export(name)
