@@ -45,6 +45,19 @@ def test_info_se_resnet50_matches_the_paper(capsys: pytest.CaptureFixture[str]) 
     assert "layer4" in out and "2048x7x7" in out
 
 
+def test_info_takes_timm_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """`senet info seresnet50` counts timm's network (torchvision layout, widths rounded to 8), its plain twin in
+    the same layout; `legacy_seresnet50` is the paper's."""
+    assert main(["info", "seresnet50", "--json"]) == 0
+    timm_style = json.loads(capsys.readouterr().out)
+    assert main(["info", "legacy_seresnet50", "--json"]) == 0
+    paper = json.loads(capsys.readouterr().out)
+    assert timm_style["model"] == "seresnet50" and timm_style["kwargs"]["layout"] == "torchvision"
+    assert timm_style["params"] == paper["params"] == 28_088_024
+    assert timm_style["macs"] > paper["macs"]  # the stride on the 3x3: 4.10 against 3.87 GMACs
+    assert timm_style["plain_twin"]["model"] == "resnet50" and timm_style["plain_twin"]["macs"] > paper["plain_twin"]["macs"]
+
+
 def test_info_variant_flags_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "se_resnet50", "--reduction", "8", "--se-stages", "4,5", "--input", "160", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -22,7 +22,7 @@ from senet.analysis.complexity import Complexity, complexity, stage_numbers
 from senet.errors import SenetError
 from senet.interop.retrofit import add_se
 from senet.models import create_model, is_se_model, list_models, plain_twin
-from senet.models.registry import SE_KWARGS
+from senet.models.registry import SE_KWARGS, resolve_name
 
 # The create_model keywords an SE model shares with its plain twin (the architecture, not the SE variant).
 TWIN_KWARGS = ("layout", "num_classes", "in_chans")
@@ -135,7 +135,7 @@ class ModelReport:
         """`senet info --json`."""
         out = {"model": self.model, "kwargs": self.kwargs, **({"add_se": True} if self.se_summary else {}), **self.stats.as_dict()}
         if self.twin is not None:
-            out["plain_twin"] = {"model": plain_twin(self.model), "params": self.twin.params, "macs": self.twin.macs}
+            out["plain_twin"] = {"model": plain_twin(resolve_name(self.model)[0]), "params": self.twin.params, "macs": self.twin.macs}
         return out
 
     def format(self) -> str:
@@ -152,7 +152,7 @@ class ModelReport:
                 f"{human_count(stats.se_macs)} MACs (+{100 * stats.se_mac_overhead:.2f}%)"
             )
         if self.twin is not None:
-            lines.append(f"  plain twin {plain_twin(self.model)}: {self.twin.params / 1e6:.2f}M params, {self.twin.gmacs:.3f} GMACs")
+            lines.append(f"  plain twin {plain_twin(resolve_name(self.model)[0])}: {self.twin.params / 1e6:.2f}M params, {self.twin.gmacs:.3f} GMACs")
         lines.append("")
         # Stages as --se-stages numbers them (ResNet: layer1 .. layer4 are 2 .. 5, conv2_x .. conv5_x).
         lines.append(f"  {'stage':16s} {'output':>16s} {'params':>9s} {'SE params':>9s} {'MACs':>9s} {'SE MACs':>9s} {'SE':>4s}")
@@ -170,6 +170,9 @@ class ModelReport:
 def model_report(name: str, kwargs: dict[str, Any], *, input_size: int | None = None, retrofit: bool = False) -> ModelReport:
     """`senet info NAME`: the complexity of `create_model(name, **kwargs)` at `input_size` (default: its own);
     with `retrofit`, of the plain model `name` with SE added by `add_se` (the SE keywords as its options)."""
+    shown_name = name
+    name, alias_kwargs = resolve_name(name)  # timm's names (`seresnet50`) are senet networks with keywords
+    kwargs = alias_kwargs | dict(kwargs)
     architecture = {k: v for k, v in kwargs.items() if k not in SE_KWARGS}  # (the rest: SE variant keywords)
     summary = None
     if retrofit:  # the cost of SE retrofitted with senet.add_se (its defaults: the family's SE twin's)
@@ -186,4 +189,4 @@ def model_report(name: str, kwargs: dict[str, Any], *, input_size: int | None = 
     twin = None
     if is_se_model(name):
         twin = complexity(counting_model(plain_twin(name), {k: v for k, v in kwargs.items() if k in TWIN_KWARGS}), input_size)
-    return ModelReport(name, kwargs, complexity(model, input_size), stage_numbers(model), twin, summary)
+    return ModelReport(shown_name, kwargs, complexity(model, input_size), stage_numbers(model), twin, summary)
