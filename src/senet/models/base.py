@@ -28,8 +28,11 @@ def check_image_batch(
     """x, after raising ShapeError unless it is (N, in_chans, *spatial) with every side >= `min_size`.
 
     A leaf for torch.fx (`torch.fx.wrap` below): a traced model keeps the check as one call node, so
-    `symbolic_trace` and torchvision's `create_feature_extractor` see no branch on shapes.
+    `symbolic_trace` and torchvision's `create_feature_extractor` see no branch on shapes. Skipped under
+    torch.jit.trace, which checks its example input and would record the shape test as a constant.
     """
+    if torch.jit.is_tracing():
+        return x
     if x.dim() != spatial_dims + 2:
         axes = ", ".join("HWD"[:spatial_dims]) if spatial_dims > 1 else "L"
         raise ShapeError(f"{model} expects a {spatial_dims + 2}-D batch (N, C, {axes}), got shape {tuple(x.shape)}")
@@ -152,12 +155,10 @@ class _ReachedLastIndex(Exception):
 class ImageClassifier(nn.Module):
     """Base class: a feature extractor followed by global pooling, dropout and a linear classifier."""
 
-    # (No class-level annotations: under `from __future__ import annotations` TorchScript cannot read them.)
     default_input_size = (3, 224, 224)  # (C, H, W); subclasses set `in_chans` (int)
     spatial_dims = 2
     min_input_size = 1  # the smallest side the network takes (valid-padded reductions need more)
     global_pool_types = POOL_TYPES  # the `global_pool` choices this head takes
-    __jit_unused_properties__ = ["default_cfg"]
 
     def init_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         self.num_features = num_features
@@ -204,12 +205,7 @@ class ImageClassifier(nn.Module):
 
     def check_input(self, x: Tensor) -> Tensor:
         """x, after raising ShapeError unless it is (N, in_chans, *spatial), sides >= `min_input_size`
-        (`check_image_batch`; skipped by torch.jit.trace, which checks the example input)."""
-        if torch.jit.is_tracing():
-            return x
-        return self.check_batch(x)
-
-    def check_batch(self, x: Tensor) -> Tensor:
+        (`check_image_batch`)."""
         return check_image_batch(
             x, type(self).__name__, self.in_chans, self.spatial_dims, self.min_input_size, self.default_input_size
         )
@@ -228,7 +224,6 @@ class ImageClassifier(nn.Module):
             if isinstance(module, Stage):
                 module.grad_checkpointing = enable
 
-    @torch.jit.unused
     def forward_intermediates(
         self,
         x: Tensor,

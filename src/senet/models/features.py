@@ -200,14 +200,10 @@ class FeatureListNet(FeatureStage):
         self.train(model.training)
 
     def forward(self, x: Tensor) -> list[Tensor]:  # type: ignore[override]
-        if not torch.jit.is_tracing():
-            x = self.check_batch(x)
+        x = check_image_batch(x, *self.input_check)
         maps: list[Tensor] = []
         self.run(x, maps)
         return [maps[i] for i in self.order]
-
-    def check_batch(self, x: Tensor) -> Tensor:
-        return check_image_batch(x, *self.input_check)
 
 
 def stage_modules(
