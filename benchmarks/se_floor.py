@@ -7,8 +7,8 @@ still writes skip + x * s) by part of Eq. 3:
 - ``scale``: s a constant (N, C, 1, 1) tensor: the scale's full-size forward pass and the one of its
   backward (dL/dx = g * s), nothing else;
 - ``scale+ds``: s a leaf that takes a gradient: adds dL/ds = sum over space of g * x;
-- ``squeeze+scale``: s = mean(x) over space, the gradient through the squeeze too: every full-size pass
-  of SE with none of the excitation's small operations (two FCs, ReLU, gate);
+- ``squeeze+scale``: s = sigmoid(mean(x) over space), the gradient through the squeeze too: every
+  full-size pass of SE with none of the excitation's FCs and ReLU;
 - ``se``: the block as shipped (`SqueezeExcitation.excitation`; the merge in `senet.layers.merge`).
 
 The gap between ``squeeze+scale`` and ``se`` is the excitation's operations on (N, C) vectors, whose cost
@@ -24,6 +24,7 @@ makes. docs/speed.md has the figures.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 import types
@@ -48,7 +49,8 @@ def _scale_ds(block: SqueezeExcitation, x: Tensor) -> Tensor:
 
 
 def _squeeze_scale(block: SqueezeExcitation, x: Tensor) -> Tensor:
-    return x.mean(tuple(range(2, x.dim())), keepdim=True)
+    z = x.sum(tuple(range(2, x.dim()))) / math.prod(x.shape[2:])  # the block's own squeeze
+    return torch.sigmoid(z).view(z.shape + (1,) * (x.dim() - 2))  # (a gate keeps s in (0, 1): no denormals)
 
 
 REFERENCES: dict[str, Callable[[SqueezeExcitation, Tensor], Tensor] | None] = {

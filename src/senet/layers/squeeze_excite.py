@@ -111,11 +111,11 @@ class SqueezeExcitation(nn.Module):
 
     def excitation(self, x: Tensor) -> Tensor:
         """The gates s of x, (N, C, 1, ...); (N, C, *spatial) for squeeze='none'."""
-        symbolic = isinstance(x, torch.fx.Proxy)
-        if not (symbolic or torch.jit.is_tracing()):  # (they check the model's input)
+        recording = isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
+        if not recording:  # (FX and the tracer check the model's input)
             self.check_input(x)
         if (self.impl == "naive" or self.squeeze_mode == "none" or not isinstance(self.bn, nn.Identity)
-                or symbolic or torch.compiler.is_exporting()):  # (FX and export record the FCs as 1x1 convolutions)
+                or recording or torch.compiler.is_exporting()):  # (recorded: the FCs as the 1x1 convolutions they are)
             return self.gate(self.fc2(self.act(self.bn(self.fc1(self.squeeze(x))))))  # every part a module call
         # As few operations as the formula allows: on small tensors SE's cost is their number (docs/speed.md).
         space = tuple(range(2, x.dim()))
