@@ -77,8 +77,11 @@ def test_a_wrong_operator_or_a_dropped_layer_is_caught(tmp_path: Path, suffix: s
     x = example_input(model, 2, None)
     with torch.no_grad():
         assert torch.equal(tampered(x), model(x))  # in eager, the same network
+    earlier = tmp_path / f"m{suffix}"  # a file already there, which the refused export must leave alone
+    earlier.write_bytes(b"an earlier export")
     with pytest.raises(ExportError, match="more than float32 rounding explains .* computes something else"):
-        export_model(tampered, tmp_path / f"m{suffix}")
+        export_model(tampered, earlier, force=True)
+    assert earlier.read_bytes() == b"an earlier export" and [p.name for p in tmp_path.iterdir()] == [earlier.name]
 
 
 def test_a_fresh_deep_network_rounded_otherwise_passes_and_a_wrong_one_does_not() -> None:
@@ -116,6 +119,7 @@ def test_onnx_check_catches_a_wrong_gate(tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
     with pytest.raises(ExportError, match="computes something else"):
         export_model(wrong_gate(network()), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []  # checked before it was written
 
 
 @pytest.mark.slow

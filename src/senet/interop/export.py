@@ -303,16 +303,21 @@ def _export_onnx(model: nn.Module, output: Path, example: Tensor, *, dynamic: bo
                          "with the gate repeated over H x W (onnxruntime keeps them in its blocked layout)")
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, metadata_props(config))
-    large = params > ONNX_SIZE_LIMIT
-    atomic_write(output, lambda temp: onnx.save_model(proto, str(temp), save_as_external_data=large,
-                                                      location=output.name + ".data" if large else None))
-    graph = onnx.load(str(output), load_external_data=False)
-    operators = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in graph.graph.node})
-    custom = sorted({n.domain for n in graph.graph.node if n.domain not in ONNX_DOMAINS})
+    operators = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in proto.graph.node})
+    custom = sorted({n.domain for n in proto.graph.node if n.domain not in ONNX_DOMAINS})
     if custom:
         raise ExportError(f"the ONNX graph of {output} uses non-standard operator domains {custom}; please report this")
-    run = runtime_function(output, "onnxruntime")
-    found = _check_close(model, lambda x: run(x.numpy()), _check_inputs(example, dynamic), f"onnxruntime's result for {output}")
+    large = params > ONNX_SIZE_LIMIT
+    checked: list[Agreement] = []
+
+    def write_and_check(temp: Path) -> None:  # checked before it replaces `output`: a failed check leaves it as it was
+        onnx.save_model(proto, str(temp), save_as_external_data=large, location=output.name + ".data" if large else None)
+        run = runtime_function(temp, "onnxruntime")
+        checked.append(_check_close(model, lambda x: run(x.numpy()), _check_inputs(example, dynamic),
+                                    f"onnxruntime's result for {output}"))
+
+    atomic_write(output, write_and_check)
+    found = checked[0]
     return ExportResult("onnx", output, output.stat().st_size, found.max_abs_diff, "onnxruntime " + version("onnxruntime"),
                         tuple(example.shape), dynamic, operators, notes, agreement=found)
 
@@ -330,9 +335,9 @@ def _export_torchscript(model: nn.Module, output: Path, example: Tensor, *, dyna
     extra = {CONFIG_FILE: json.dumps(config)}
     buffer = io.BytesIO()  # (saved to a file, TorchScript's writer aborts the process when the disk is full)
     torch.jit.save(program, buffer, _extra_files=extra)
-    atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
-    loaded = torch.jit.load(str(output))
+    loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))  # the saved program, checked before it is written
     found = _check_close(model, loaded, _check_inputs(example, dynamic), f"the TorchScript program {output}")
+    atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
     return ExportResult("torchscript", output, output.stat().st_size, found.max_abs_diff, how, tuple(example.shape), dynamic,
                         notes=notes, agreement=found)
 
@@ -350,8 +355,8 @@ def _export_program(model: nn.Module, output: Path, example: Tensor, *, dynamic:
         raise ExportError(f"the exported program uses non-ATen operators {custom}; please report this")
     buffer = io.BytesIO()  # (torch.export.save wants a name ending in .pt2, which the temporary file lacks)
     torch.export.save(program, buffer, extra_files={CONFIG_FILE: json.dumps(config)})
-    atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
-    loaded = torch.export.load(str(output)).module()
+    loaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()  # the saved program, checked before it is written
     found = _check_close(model, loaded, _check_inputs(example, dynamic), f"the exported program {output}")
+    atomic_write(output, lambda temp: temp.write_bytes(buffer.getvalue()))
     return ExportResult("exported-program", output, output.stat().st_size, found.max_abs_diff, "torch.export.load",
                         tuple(example.shape), dynamic, operators, agreement=found)
