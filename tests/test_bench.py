@@ -10,11 +10,14 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
+import senet
+from senet.analysis import override_excitation
 from senet.bench import BenchConfig, cpu_peak_bytes, markdown_table, run_bench, source_commit
 from senet.cli import main
 from senet.errors import ConfigError
@@ -219,3 +222,41 @@ def test_bench_leaves_no_tensors_behind():
     before = live_elements()
     run_bench(config)
     assert live_elements() <= before
+
+
+def _script(name: str):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_floor_script_times_every_reference(capsys: pytest.CaptureFixture[str]):
+    """benchmarks/se_floor.py: one row per reference block, each a positive ratio to the plain network."""
+    script = _script("se_floor")
+    assert script.main(["--batch", "4", "--steps", "1", "--rounds", "1", "--threads", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "[" in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == ["scale", "scale+ds", "squeeze+scale", "se"]
+    assert all(float(row.split(" | ")[1].split()[0]) > 0 for row in rows)
+
+
+def test_floor_references_replace_the_excitation_only():
+    """The reference `scale` leaves the network a function of its input with every gate at 0.5."""
+    script = _script("se_floor")
+    torch.manual_seed(0)
+    model = senet.create_model("se_resnet20", in_chans=1).eval()
+    x = torch.randn(2, 1, 16, 16)
+    blocks = [m for m in model.modules() if isinstance(m, senet.layers.SqueezeExcitation)]
+    with torch.no_grad(), override_excitation({block: 0.5 for block in blocks}):
+        expected = model(x)
+    for block in blocks:
+        block.excitation = types.MethodType(script.REFERENCES["scale"], block)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+
+
+def test_op_times_script(capsys: pytest.CaptureFixture[str]):
+    assert _script("op_times").main(["--steps", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| in a step |" in out and "| alone |" in out and "| alone, caches swept |" in out
