@@ -18,6 +18,7 @@ makes. docs/speed.md has the figures.
 
     python benchmarks/se_floor.py --threads 2                     # the demo's step (SE-ResNet-20, 64 x 1 x 16 x 16)
     python benchmarks/se_floor.py --threads 1 --rounds 5
+    python benchmarks/se_floor.py --compile
     python benchmarks/se_floor.py --model se_mobilenet_v1 --baseline mobilenet_v1 --batch 8 --input-size 224 --in-chans 3
 """
 
@@ -67,12 +68,13 @@ def make_step(name: str, args: argparse.Namespace, excitation: Callable | None) 
                 block.excitation = types.MethodType(excitation, block)
     inputs = torch.randn(args.batch, args.in_chans, args.input_size, args.input_size)
     targets = torch.randint(0, model.num_classes, (args.batch,))
+    forward = torch.compile(model) if args.compile else model
     if args.mode == "infer":
         model.eval()
 
         def infer() -> None:
             with torch.inference_mode():
-                model(inputs)
+                forward(inputs)
 
         return infer
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
@@ -80,7 +82,7 @@ def make_step(name: str, args: argparse.Namespace, excitation: Callable | None) 
 
     def train() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(inputs), targets).backward()
+        F.cross_entropy(forward(inputs), targets).backward()
         optimizer.step()
 
     return train
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each network per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="torch.compile every network (Inductor's loops)")
     args = parser.parse_args(argv)
     keep_freed_memory()
     torch.set_num_threads(args.threads)
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios[label].append(medians[label] / medians["plain"])
 
     print(provenance_line(environment()))
-    print(f"\n{args.model} against {args.baseline}, {args.mode}, batch {args.batch}, {args.in_chans} x {args.input_size} x "
+    print(f"\n{args.model} against {args.baseline}, {args.mode}{', compiled' if args.compile else ''}, batch {args.batch}, {args.in_chans} x {args.input_size} x "
           f"{args.input_size}, {args.threads} threads; {args.rounds} rounds of {args.steps} interleaved steps, "
           f"plain step {statistics.median(plain_ms):.1f} ms; median [min, max] of the rounds' ratios\n")
     print("| SE blocks replaced by | /plain |\n|---|---|")
