@@ -154,3 +154,15 @@ def test_changing_a_variant_changes_the_output(change: dict) -> None:
     if set(change) <= {"squeeze", "gate"}:  # same shapes: share every weight, so only the variant differs
         variant.load_state_dict(base.state_dict())
     assert not torch.allclose(base(x), variant(x), atol=1e-6)
+
+
+def test_list_models_answers_timm_patterns_with_timm_names() -> None:
+    """A pattern that matches only timm's names of senet networks lists them (as `timm.list_models` does);
+    one that matches senet's own names lists those; `aliases` says always or never."""
+    timm_style = senet.list_models("seresnet*")
+    assert timm_style and all(name.startswith("seresnet") for name in timm_style)
+    assert all(senet.create_model(name).num_classes == 1000 for name in timm_style[:1])
+    assert senet.list_models("legacy_seresnet50") == ["legacy_seresnet50"]
+    assert "seresnet50" not in senet.list_models() and "seresnet50" in senet.list_models(aliases=True)
+    assert senet.list_models("seresnet*", aliases=False) == []
+    assert senet.list_models("no_such_net*") == []

@@ -83,11 +83,15 @@ def list_models(
     pattern: str = "*", pretrained: bool = False, *, se: bool | None = None, family: str | None = None,
     aliases: bool | None = None, cache_dir: str | Path | None = None,
 ) -> list[str]:
-    """timm's `list_models`: senet's model names matching `pattern` (`aliases=True` adds timm's names of
-    senet networks); `pretrained=True` the names `create_model(name, pretrained=True)` finds weights for on
+    """timm's `list_models`: senet's model names matching `pattern`, and timm's names of senet networks
+    where `aliases=True` or (the default) where the pattern matches only those (`list_models("seresnet*")`,
+    as in timm); `pretrained=True` the names `create_model(name, pretrained=True)` finds weights for on
     this machine (timm's names with their tag, `seresnet50.a1_in1k`), timm's names included."""
     if not pretrained:
-        return registry.list_models(pattern, se=se, family=family, aliases=bool(aliases))
+        names = registry.list_models(pattern, se=se, family=family, aliases=bool(aliases))
+        if aliases is None and not names:  # a timm user's pattern: timm's names
+            names = registry.list_models(pattern, se=se, family=family, aliases=True)
+        return names
     names = [n for n in cached_models(cache_dir) if fnmatch.fnmatch(n, pattern)
              or fnmatch.fnmatch(n.split(".")[0], pattern)]
     if se is not None:
