@@ -52,6 +52,13 @@ def assert_same(module: nn.Module, inputs: list[torch.Tensor], tol: float = 1e-1
         torch.testing.assert_close(got, want, atol=tol, rtol=tol, msg=name)
 
 
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_block_without_biases_matches_formula(dims):
+    """The eager excitation's fc1 without a bias (a matrix product times 1 / area) and MobileNetV3's gate."""
+    se = SqueezeExcitation(8, 4, bias=False, gate="hard_sigmoid", dims=dims).double()
+    assert_same(se, [torch.randn((2, 8) + (5, 4, 3)[:dims], dtype=torch.float64)])
+
 # --- the autograd function -------------------------------------------------------------------------
 
 
