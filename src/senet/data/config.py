@@ -22,11 +22,10 @@ from PIL import Image
 
 from senet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from senet.data.images import RESAMPLING, Source
-from senet.data.transforms import EvalTransform, TrainTransform
+from senet.data.transforms import CROP_MODES, EvalTransform, TrainTransform
 from senet.errors import ConfigError, check_choice
 
 DEFAULT_CROP_PCT = 0.875  # the paper's 224 / 256 (Sec. 5.1)
-CROP_MODES = ("center", "squash")
 _KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
@@ -121,9 +120,10 @@ def create_transform(
     normalize: bool = True,
     **kwargs: Any,
 ) -> ImageTransform:
-    """timm's `create_transform`: evaluation (centre crop of `crop_pct`, or `crop_mode="squash"`: the whole
-    image resized) or, with `is_training`, senet's ImageNet augmentation (random-size crop of `scale` /
-    `ratio`, horizontal flip with probability `hflip` 0 or 0.5). timm's other augmentation options
+    """timm's `create_transform`: evaluation (`crop_mode` "center": the centre crop of `crop_pct` of the
+    shorter side; "squash" and "border" as timm's, `EvalTransform`) or, with `is_training`, senet's
+    ImageNet augmentation (random-size crop of `scale` / `ratio`, horizontal flip with probability `hflip`
+    0 or 0.5). timm's other augmentation options
     (auto_augment, color_jitter, re_prob, ...) are not senet's and raise ConfigError when set."""
     unsupported = {k: v for k, v in kwargs.items() if v not in (None, False, 0, 0.0, "", "const", 1)}
     if unsupported:
@@ -142,6 +142,7 @@ def create_transform(
         geometry: EvalTransform | TrainTransform = TrainTransform(
             side, scale=tuple(scale or (0.08, 1.0)), ratio=tuple(ratio or (3 / 4, 4 / 3)), flip=hflip > 0, mode=mode)
     else:
-        fraction = 1.0 if crop_mode == "squash" else float(crop_pct or DEFAULT_CROP_PCT)
-        geometry = EvalTransform(side, fraction, mode=mode, interpolation=interpolation, squash=crop_mode == "squash")
+        fill = tuple(round(255 * v) for v in mean)  # (timm's border fill: the mean colour)
+        geometry = EvalTransform(side, float(crop_pct or DEFAULT_CROP_PCT), mode=mode, interpolation=interpolation,
+                                 crop_mode=crop_mode, fill=fill)
     return ImageTransform(geometry, tuple(mean), tuple(std), normalize, None if is_training else 0)

@@ -22,6 +22,7 @@ from senet.data.images import RESAMPLING, Box, Source, crop_resize, source_size
 from senet.errors import ConfigError, check_choice
 
 TRAIN_TRANSFORMS = ("random_resized_crop", "pad_crop", "resize")
+CROP_MODES = ("center", "squash", "border")  # timm's evaluation crops (EvalTransform)
 
 
 def random_resized_box(
@@ -125,21 +126,50 @@ class EvalTransform:
 
     crop_fraction 0.875 is the paper's 256 -> 224; 1.0 resizes the whole (square) image, as for CIFAR.
     interpolation: bilinear (senet's training), or bicubic / nearest where a checkpoint's preprocessing says so.
-    squash: resize the whole image to size x size instead (timm's crop_mode="squash"; the aspect ratio changes).
+    crop_mode (timm's): "center" as above; "squash": each side resized to size / crop_fraction (the aspect
+    ratio changes), then the centre crop; "border": the longer side resized to size / crop_fraction, then
+    the centre crop, padded with `fill` (RGB, 0-255) where the image is narrower than the crop.
     """
 
     size: int
     crop_fraction: float = 0.875
     mode: str | None = None
     interpolation: str = "bilinear"
-    squash: bool = False
+    crop_mode: str = "center"
+    fill: tuple[int, ...] = (0, 0, 0)
 
     def __post_init__(self) -> None:
         if not 0 < self.crop_fraction <= 1:
             raise ConfigError(f"eval crop fraction must be in (0, 1], got {self.crop_fraction}")
         check_choice("interpolation", self.interpolation, tuple(RESAMPLING))
+        check_choice("crop_mode", self.crop_mode, CROP_MODES)
 
     def __call__(self, image: Source, rng: np.random.Generator | None = None) -> np.ndarray:
         width, height = source_size(image)
-        box = (0, 0, width, height) if self.squash else center_box(width, height, self.size, self.crop_fraction)
-        return np.ascontiguousarray(crop_resize(image, box, (self.size, self.size), self.mode, self.interpolation))
+        if self.crop_mode == "center":
+            box = center_box(width, height, self.size, self.crop_fraction)
+            return np.ascontiguousarray(crop_resize(image, box, (self.size, self.size), self.mode, self.interpolation))
+        if self.crop_mode == "squash":  # each side to floor(size / crop_fraction), the centre size kept (timm's)
+            kept = self.size / math.floor(self.size / self.crop_fraction)
+            box = (width * (1 - kept) / 2, height * (1 - kept) / 2, width * (1 + kept) / 2, height * (1 + kept) / 2)
+            return np.ascontiguousarray(crop_resize(image, box, (self.size, self.size), self.mode, self.interpolation))
+        # border: the longer side resized to floor(size / crop_fraction) and the image centred on a
+        # size x size canvas of `fill`, cropped where it is larger (timm's steps and roundings, one resampling)
+        resized = math.floor(self.size / self.crop_fraction)
+        box, place = [], []
+        for length in (width, height):
+            scaled = round(length * resized / max(width, height))
+            if scaled <= self.size:  # padded: all of the image along this axis
+                box.append((0.0, float(length)))
+                place.append(((self.size - scaled) // 2, scaled))
+            else:  # cropped: the centre `size` of the scaled axis
+                start = round((scaled - self.size) / 2)
+                box.append((start * length / scaled, (start + self.size) * length / scaled))
+                place.append((0, self.size))
+        (x0, out_w), (y0, out_h) = place
+        part = crop_resize(image, (box[0][0], box[1][0], box[0][1], box[1][1]), (out_w, out_h), self.mode,
+                           self.interpolation)
+        out = np.empty((self.size, self.size, part.shape[2]), dtype=np.uint8)
+        out[...] = np.resize(np.asarray(self.fill, dtype=np.uint8), part.shape[2])
+        out[y0:y0 + out_h, x0:x0 + out_w] = part
+        return out
