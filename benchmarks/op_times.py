@@ -1,9 +1,9 @@
 """The excitation's operations timed one by one, inside a training step of the demo's network and alone.
 
-Each SE block's `excitation` is replaced (on that model instance) by the same operations as
-`SqueezeExcitation.excitation`'s eager path, each timed with `time.perf_counter`: the squeeze (a sum over
-space), fc1 (`addmm`, the 1 / area as alpha), its ReLU, fc2 (`F.linear`), the gate and the view of the
-gates, plus the scale x * s. "in a step": during SGD steps of the whole network; "alone": the same
+Each SE block's forward is replaced (on that model instance) by the same operations as
+`SqueezeExcitation.excitation`'s eager path, each timed with `time.perf_counter`: the squeeze
+(`global_pool`: a sum over space divided by the area), fc1 (`F.linear` on the weights viewed as a matrix),
+its ReLU, fc2, the gate and the gates' view to (N, C, 1, 1), plus the scale x * s. "in a step": during SGD steps of the whole network; "alone": the same
 block's operations on the same shapes in a loop of their own; "alone, caches swept": with a 16 MB
 tensor made and summed between the calls, as the convolutions between two SE blocks do to the caches.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import math
 import time
 import types
 
@@ -25,6 +24,7 @@ from torch import Tensor
 from senet.allocator import keep_freed_memory
 from senet.bench import environment, provenance_line
 from senet.layers import SqueezeExcitation
+from senet.layers.squeeze_excite import global_pool
 from senet.models import create_model
 
 OPS = ("squeeze", "fc1", "act", "fc2", "gate", "view", "scale")
@@ -35,19 +35,18 @@ def timed_forward(totals: dict[str, float]):
 
     def forward(block: SqueezeExcitation, x: Tensor) -> Tensor:
         clock = time.perf_counter
-        n, c = x.shape[:2]
         t0 = clock()
-        z = x.sum((2, 3))
+        z = global_pool(x, block.squeeze_mode)
         t1 = clock()
-        h = torch.addmm(block.fc1.bias, z, block.fc1.weight.view(block.hidden_channels, c).t(), alpha=1.0 / math.prod(x.shape[2:]))
+        h = F.linear(z, block.fc1.weight.flatten(1), block.fc1.bias)
         t2 = clock()
         h = block.act(h)
         t3 = clock()
-        a = F.linear(h, block.fc2.weight.view(c, block.hidden_channels), block.fc2.bias)
+        a = F.linear(h, block.fc2.weight.flatten(1), block.fc2.bias)
         t4 = clock()
         s = block.gate(a)
         t5 = clock()
-        s = s.view(n, c, 1, 1)
+        s = s[(...,) + (None,) * block.dims]
         t6 = clock()
         y = x * s
         t7 = clock()

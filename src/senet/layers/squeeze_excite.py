@@ -99,31 +99,19 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = CONV[dims](hidden, channels, 1, bias=bias)
         self.gate = get_gate(gate)
 
-    def excite(self, z: Tensor, scale: float = 1.0) -> Tensor:
-        """s = F_ex(z) = gate(W2 delta(W1 z)) (Eq. 3) on the squeezed (N, C) vector z (times `scale`: a sum over
-        space times 1 / area is the mean), a block without BN: (N, C)."""
-        w1 = self.fc1.weight.view(self.hidden_channels, self.channels).t()
-        if self.fc1.bias is None:
-            hidden = torch.mm(z, w1) if scale == 1.0 else torch.mm(z, w1).mul_(scale)
-        else:
-            hidden = torch.addmm(self.fc1.bias, z, w1, alpha=scale)
-        return self.gate(F.linear(self.act(hidden), self.fc2.weight.view(self.channels, self.hidden_channels), self.fc2.bias))
+    def excite(self, z: Tensor) -> Tensor:
+        """s = F_ex(z) = gate(W2 delta(W1 z)) (Eq. 3) on the squeezed (N, C) vector z, a block without BN: (N, C)."""
+        hidden = self.act(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
+        return self.gate(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
 
     def excitation(self, x: Tensor) -> Tensor:
         """The gates s of x, (N, C, 1, ...); (N, C, *spatial) for squeeze='none'."""
-        recording = isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
-        if not recording:  # (FX and the tracer check the model's input)
+        if not (torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)):  # (they check the model's input)
             self.check_input(x)
         if (self.impl == "naive" or self.squeeze_mode == "none" or not isinstance(self.bn, nn.Identity)
-                or recording or torch.compiler.is_exporting()):  # (recorded: the FCs as the 1x1 convolutions they are)
+                or torch.compiler.is_exporting()):  # (an export records the FCs as the 1x1 convolutions they are)
             return self.gate(self.fc2(self.act(self.bn(self.fc1(self.squeeze(x))))))  # every part a module call
-        # As few operations as the formula allows: on small tensors SE's cost is their number (docs/speed.md).
-        space = tuple(range(2, x.dim()))
-        if self.squeeze_mode == "max":
-            s = self.excite(x.amax(space))
-        else:
-            s = self.excite(x.sum(space), 1.0 / math.prod(x.shape[2:]))
-        return s.view(s.shape + (1,) * self.dims)
+        return self.excite(global_pool(x, self.squeeze_mode))[(...,) + (None,) * self.dims]
 
     def forward(self, x: Tensor) -> Tensor:
         """x * s (Eq. 4): each channel of x scaled by its excitation."""
