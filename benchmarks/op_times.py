@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from senet.allocator import keep_freed_memory
-from senet.bench import environment, provenance_line
+from senet.bench import BenchConfig, Subject, environment, provenance_line
 from senet.layers import SqueezeExcitation
 from senet.layers.squeeze_excite import global_pool
-from senet.models import create_model
 
 OPS = ("squeeze", "fc1", "act", "fc2", "gate", "view", "scale")
 
@@ -65,14 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     torch.set_num_threads(args.threads)
 
-    torch.manual_seed(0)
-    model = create_model("se_resnet20", in_chans=1).train()
-    blocks = [m for m in model.modules() if isinstance(m, SqueezeExcitation)]
+    config = BenchConfig(model="se_resnet20", mode="train", batch=64, input_size=16, model_kwargs={"in_chans": 1})
+    subject = Subject(config.model, config.model_kwargs, config.se_impl, config)  # `senet bench`'s step
+    blocks = [m for m in subject.model.modules() if isinstance(m, SqueezeExcitation)]
     in_step: dict[str, float] = collections.defaultdict(float)
     for block in blocks:
         block.forward = types.MethodType(timed_forward(in_step), block)
-    inputs, targets = torch.randn(64, 1, 16, 16), torch.randint(0, 10, (64,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     shapes = {}
 
     def record_shape(block: SqueezeExcitation, args: tuple[Tensor, ...]) -> None:
@@ -82,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(3 + args.steps):
         if step == 3:
             in_step.clear()
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(inputs), targets).backward()
-        optimizer.step()
+        subject.step()
     for hook in hooks:
         hook.remove()
 

@@ -32,13 +32,11 @@ import types
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from senet.allocator import keep_freed_memory
-from senet.bench import environment, provenance_line
+from senet.bench import BenchConfig, Subject, environment, provenance_line
 from senet.layers import SqueezeExcitation
-from senet.models import create_model
 
 
 def _scale(block: SqueezeExcitation, x: Tensor) -> Tensor:
@@ -60,32 +58,15 @@ REFERENCES: dict[str, Callable[[SqueezeExcitation, Tensor], Tensor] | None] = {
 
 
 def make_step(name: str, args: argparse.Namespace, excitation: Callable | None) -> Callable[[], None]:
-    torch.manual_seed(0)
-    model = create_model(name, in_chans=args.in_chans)
-    if excitation is not None:
-        for block in model.modules():
+    """`senet bench`'s step of `name` (its batch, SGD and loss), each SE block's excitation replaced."""
+    config = BenchConfig(model=name, mode=args.mode, batch=args.batch, input_size=args.input_size,
+                         compile=args.compile, model_kwargs={"in_chans": args.in_chans})
+    subject = Subject(name, config.model_kwargs, config.se_impl, config)
+    if excitation is not None:  # (before the first step: torch.compile traces the replaced method)
+        for block in subject.model.modules():
             if isinstance(block, SqueezeExcitation):
                 block.excitation = types.MethodType(excitation, block)
-    inputs = torch.randn(args.batch, args.in_chans, args.input_size, args.input_size)
-    targets = torch.randint(0, model.num_classes, (args.batch,))
-    forward = torch.compile(model) if args.compile else model
-    if args.mode == "infer":
-        model.eval()
-
-        def infer() -> None:
-            with torch.inference_mode():
-                forward(inputs)
-
-        return infer
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    model.train()
-
-    def train() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(forward(inputs), targets).backward()
-        optimizer.step()
-
-    return train
+    return subject.step
 
 
 def main(argv: list[str] | None = None) -> int:
